@@ -53,14 +53,38 @@ def test_flop_fractions_are_computed_from_the_measured_times(report):
         assert cfg.mlp_dim == 128 and cfg.fusion_layer == 3
         train = r["mode"] == "train"
         flops = 2 * count_flops(cfg, train=train).macs * r["batch"] * (3 if train else 1)
-        assert r["step_gflop"] == pytest.approx(flops / 1e9)
+        assert r["model_gflop"] == pytest.approx(flops / 1e9)
         ref = 2 * r["matmul_n"] ** 3
         rounds = r["rounds"]
+        done = [x["step_flops"] for x in rounds]  # stochastic depth (0.3) skips branches in training only
+        assert all(f < flops for f in done) if train else all(f == flops for f in done)
+        assert r["step_gflop"] == pytest.approx(statistics.mean(done) / 1e9)
         assert r["fraction_of_matmul"] == pytest.approx(statistics.median(
-            (flops / x["step_s"]) / (ref / x["matmul_s"]["torch.mm"]) for x in rounds))
+            (f / x["step_s"]) / (ref / x["matmul_s"]["torch.mm"]) for f, x in zip(done, rounds, strict=True)))
         assert r["fraction_of_best_matmul"] == pytest.approx(statistics.median(
-            (flops / x["step_s"]) / (ref / min(x["matmul_s"].values())) for x in rounds))
+            (f / x["step_s"]) / (ref / min(x["matmul_s"].values())) for f, x in zip(done, rounds, strict=True)))
         assert r["s_per_clip"] == pytest.approx(statistics.median(x["step_s"] for x in rounds) / r["batch"])
+
+
+def test_training_flops_count_the_branches_stochastic_depth_keeps():
+    """Without stochastic depth a step computes exactly `count_flops`' multiply-adds (x3 for
+    training); with it, the kept fraction of the encoder's branches."""
+    import torch
+
+    from mbt.bench import StepRunner
+
+    def runner(rate: float) -> StepRunner:
+        bench = BenchConfig(size="tiny", model_overrides={"stochastic_depth": rate})
+        return StepRunner(Case(variant="bottleneck", mode="train", batch=4), bench, torch.device("cpu"))
+
+    dense = runner(0.0)
+    r = dense.round(2)
+    assert r["step_flops"] == dense.flops and dense.executed_flops == [dense.flops] * 2
+    sparse = runner(0.9)
+    report = count_flops(sparse.cfg, train=True)
+    encoder = 6.0 * report.encoder * 4
+    done = [sparse.round(1)["step_flops"] for _ in range(4)]
+    assert all(sparse.flops - encoder < f < sparse.flops for f in done) and len(set(done)) > 1
 
 
 def test_summary_takes_the_median_of_per_round_ratios():

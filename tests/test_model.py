@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 import mbt
 from mbt.models.config import sampled_frame_indices
@@ -201,6 +202,47 @@ def test_stochastic_depth_drops_whole_branches_per_example_without_rescaling():
     blk.eval()
     assert torch.equal(blk._droplayer(branch), branch)
     del x
+
+
+def test_droplayer_skips_dropped_examples_with_the_same_maths_and_gradients():
+    """A branch runs only for the examples that keep it; outputs and gradients equal
+    Scenic's compute-then-multiply form with the same draws."""
+    from mbt.models.mbt import Block
+
+    cfg = tiny_config(stochastic_depth=0.5, num_layers=3, fusion_layer=3)
+    blk = randomize(Block(cfg, 0.5)).train()
+    x = torch.randn(8, 5, cfg.hidden_size, requires_grad=True)
+
+    def run(skip: bool) -> tuple[Tensor, list[Tensor]]:
+        blk.zero_grad()
+        x.grad = None
+        torch.manual_seed(1)
+        if skip:
+            y = blk(x)[0]
+        else:  # the reference form: every branch computed, dropped ones zeroed
+            h = x + blk.attn(blk.norm1(x))[0] * (torch.rand(8, 1, 1) >= 0.5)
+            y = h + blk.mlp(blk.norm2(h)) * (torch.rand(8, 1, 1) >= 0.5)
+        y.square().sum().backward()
+        return y, [x.grad.clone(), *(p.grad.clone() for p in blk.parameters())]
+
+    seen: list[int] = []
+    hook = blk.mlp.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    y_skip, g_skip = run(True)
+    hook.remove()
+    y_ref, g_ref = run(False)
+    torch.testing.assert_close(y_skip, y_ref, atol=1e-6, rtol=1e-5)
+    for a, b in zip(g_skip, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.manual_seed(1)
+    kept = [int((torch.rand(8) >= 0.5).sum()) for _ in range(2)]
+    assert 0 < kept[1] < 8 and seen == kept[1:]  # the MLP ran on the kept examples only
+
+    blk.drop_prob = 1.0  # nothing kept: the identity, yet every parameter gets a zero gradient
+    blk.zero_grad()
+    y = blk(x)[0]
+    y.sum().backward()
+    assert torch.equal(y, x)
+    assert all(p.grad is not None and not p.grad.any() for p in blk.parameters())
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -11,7 +11,9 @@ the trainer and the evaluator run them:
 
 Achieved FLOP/s count the model's own multiply-adds (`mbt.models.flops.count_flops`,
 x2 for FLOPs; a training step is 3 forward passes, so checkpointing's recomputation is
-not counted as useful work). They are compared with the machine's own limit measured in
+not counted as useful work). In training, stochastic depth skips the residual branches
+an example drops; only the branches computed are counted (`step_gflop`; the model's full
+count is `model_gflop`). They are compared with the machine's own limit measured in
 the same process, round by round: a large square matmul in the step's compute precision
 (fp32, or bf16 under bf16 autocast; `torch.mm`, and on CPU also oneDNN's, the faster of
 the two on AMD CPUs), and on GPUs also the card's dense bf16 peak from its datasheet.
@@ -52,6 +54,7 @@ import torch
 
 from .models.config import ConfigError, MBTConfig
 from .models.flops import count_flops
+from .models.mbt import MLP, Attention
 
 SIZES: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -357,9 +360,25 @@ class StepRunner:
             tc = TrainConfig(optimizer=bench.optimizer, lr=1e-4, init_from=None)
             self.optimizer = build_optimizer(self.model, tc)
             self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-        macs = count_flops(cfg, train=case.mode == "train").macs
-        self.flops = 2.0 * macs * b * (3 if case.mode == "train" else 1)
+        passes = 3 if case.mode == "train" else 1
+        report = count_flops(cfg, train=case.mode == "train")
+        self.flops = 2.0 * report.macs * b * passes
+        """FLOPs of a step with every residual branch computed."""
         self.params = sum(p.numel() for p in self.model.parameters())
+        # stochastic depth computes a branch only for the examples that keep it: count those
+        self._fixed_flops = 2.0 * (report.macs - report.encoder) * b * passes
+        self._branch_macs, self._counting = 0, False
+        self.executed_flops: list[float] = []
+        """FLOPs of every training step run so far, counting the branches computed."""
+        for module in self.model.modules():
+            if isinstance(module, (Attention, MLP)):
+                module.register_forward_pre_hook(self._count_branch)
+
+    def _count_branch(self, module: Any, args: tuple[Any, ...]) -> None:
+        if self._counting:
+            n, s, d = args[0].shape
+            self._branch_macs += (n * (4 * s * d * d + 2 * s * s * d) if isinstance(module, Attention)
+                                  else n * 2 * s * d * module.fc1.out_features)
 
     def persistent_bytes(self) -> int:
         """Bytes that live between steps: weights (and their cached low-precision copies),
@@ -384,8 +403,11 @@ class StepRunner:
 
         cfg = self.cfg
         inputs, targets, _ = mixup(self.inputs, self.labels, 0.5, self.mix_rng)
+        self._branch_macs, self._counting = 0, True
         with self._autocast():
             out = self.net(inputs)
+        self._counting = False  # checkpointing's recomputation in the backward pass is not counted
+        self.executed_flops.append(self._fixed_flops + 6.0 * self._branch_macs)
         loss = mbt_loss(out.logits, out.modality_logits, targets, multi_label=cfg.multi_label,
                         class_splits=cfg.class_splits, label_smoothing=0.3)
         self.scaler.scale(loss).backward()
@@ -403,6 +425,13 @@ class StepRunner:
             self.step()
         _sync(self.device)
         return (time.perf_counter() - tic) / repeats
+
+    def round(self, repeats: int) -> dict[str, float]:
+        """`timed(repeats)` with the FLOPs of an average step of those."""
+        start = len(self.executed_flops)
+        step_s = self.timed(repeats)
+        done = self.executed_flops[start:]
+        return {"step_s": step_s, "step_flops": sum(done) / len(done) if done else self.flops}
 
 
 def _reference(case: Case, bench: BenchConfig, device: torch.device) -> MatmulReference:
@@ -435,8 +464,7 @@ def measure_case(case: Case, bench: BenchConfig) -> dict[str, Any]:
     rounds = []
     for _ in range(bench.rounds):
         ref_s = ref()
-        step_s = runner.timed(repeats)
-        rounds.append({"step_s": step_s, "matmul_s": ref_s})
+        rounds.append({**runner.round(repeats), "matmul_s": ref_s})
     memory = step_memory(runner)
     rss_peak = _rss_anon_mb(peak=True)
     if device.type == "cpu" and base is not None and rss_peak is not None:
@@ -457,11 +485,13 @@ def measure_case(case: Case, bench: BenchConfig) -> dict[str, Any]:
 
 def summarize(case: Case, step_flops: float, matmul_flops: float, rounds: list[dict[str, float]],
               peak_tflops: float | None = None) -> dict[str, Any]:
-    """Medians of a case's rounds (each {'step_s': seconds, 'matmul_s': {kernel: seconds}}).
+    """Medians of a case's rounds (each {'step_s': seconds, 'matmul_s': {kernel: seconds}},
+    and 'step_flops' where a step computed less than the model's `step_flops`).
     `fraction_of_matmul` is the median over rounds of (step FLOP/s) / (torch.mm FLOP/s) in
     the same round; `fraction_of_best_matmul` the same against the fastest matmul kernel."""
     step_s = statistics.median(r["step_s"] for r in rounds)
-    achieved = [step_flops / r["step_s"] for r in rounds]
+    executed = [r.get("step_flops", step_flops) for r in rounds]
+    achieved = [f / r["step_s"] for f, r in zip(executed, rounds, strict=True)]
     reference = [matmul_flops / r["matmul_s"]["torch.mm"] for r in rounds]
     best = [matmul_flops / min(r["matmul_s"].values()) for r in rounds]
     out: dict[str, Any] = {
@@ -470,7 +500,8 @@ def summarize(case: Case, step_flops: float, matmul_flops: float, rounds: list[d
         "step_s": step_s,
         "s_per_clip": step_s / case.batch,
         "clips_per_s": case.batch / step_s,
-        "step_gflop": step_flops / 1e9,
+        "step_gflop": statistics.mean(executed) / 1e9,
+        "model_gflop": step_flops / 1e9,
         "achieved_tflops": statistics.median(achieved) / 1e12,
         "matmul_tflops": statistics.median(reference) / 1e12,
         "fraction_of_matmul": statistics.median(a / r for a, r in zip(achieved, reference, strict=True)),
@@ -522,7 +553,7 @@ def compare_cases(cases: Sequence[Case], bench: BenchConfig) -> dict[str, Any]:
         for _ in range(bench.warmup):
             r.timed(1)
     repeats = [max(1, math.ceil(bench.min_round_s / r.timed(1))) for r in runners]
-    times: list[list[float]] = [[] for _ in runners]
+    times: list[list[dict[str, float]]] = [[] for _ in runners]
     matmul: dict[str, list[dict[str, float]]] = {amp: [] for amp in refs}
     for k in range(bench.rounds):
         for amp, ref in refs.items():
@@ -530,13 +561,14 @@ def compare_cases(cases: Sequence[Case], bench: BenchConfig) -> dict[str, Any]:
         order = list(range(len(runners)))
         order = order[k % len(order):] + order[:k % len(order)]
         for i in order:
-            times[i].append(runners[i].timed(repeats[i]))
+            times[i].append(runners[i].round(repeats[i]))
     out = []
     for i, (case, runner) in enumerate(zip(cases, runners, strict=True)):
-        rounds = [{"step_s": s, "matmul_s": m} for s, m in zip(times[i], matmul[case.amp], strict=True)]
+        rounds = [{**t, "matmul_s": m} for t, m in zip(times[i], matmul[case.amp], strict=True)]
         row = summarize(case, runner.flops, refs[case.amp].flops, rounds, _peak_tflops(case, bench, device))
         row["speed_vs_first"] = statistics.median(
-            (case.batch / t) / (cases[0].batch / t0) for t, t0 in zip(times[i], times[0], strict=True))
+            (case.batch / t["step_s"]) / (cases[0].batch / t0["step_s"])
+            for t, t0 in zip(times[i], times[0], strict=True))
         row["memory"] = step_memory(runner)
         row["matmul_n"] = refs[case.amp].n
         out.append(row)
