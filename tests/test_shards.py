@@ -257,6 +257,25 @@ def test_stream_covers_every_sample_once_per_epoch_over_workers_and_ranks(shards
         assert 5 - 2 * len(per_rank[0]) == train.dropped_in_epoch(epoch)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+def test_stream_resumes_mid_epoch_in_the_same_order(shards):
+    """`start_unit` continues an epoch exactly where a run stopped, over workers that hold
+    unequal numbers of samples (the loader takes from them in turn)."""
+    for workers, batch in ((0, 1), (2, 1), (2, 2), (3, 1)):
+        stream = ShardStream(shards["train"], CFG, "train", modalities=("spectrogram",), seed=4)
+        loader = build_stream_loader(stream, batch_size=batch, num_workers=workers)
+        full = [b["index"].tolist() for b in (loader.set_epoch(1), loader)[1]]
+        seen = [i for b in full for i in b]
+        assert len(set(seen)) == len(seen) == 5 - stream.dropped_in_epoch(1) and set(seen) <= set(range(5))
+        for start in range(1, len(full)):
+            stream.start_unit = start
+            assert [b["index"].tolist() for b in loader] == full[start:], (workers, batch, start)
+        stream.start_unit = 0
+    assert stream.worker_starts(1, 3) == ([1, 1, 1], 0)
+    with pytest.raises(ValueError, match="outside"):
+        stream.worker_starts(1, 6)
+
+
 def test_shuffle_buffer_mixes_samples_across_shards(shards):
     def orders(buffer: int) -> list[list[int]]:
         stream = ShardStream(shards["train"], CFG, "train", modalities=("spectrogram",), shuffle_buffer=buffer)
@@ -432,3 +451,37 @@ def test_train_and_eval_from_shards(media, tmp_path, capsys):
                  "--out", str(tmp_path / "ev"), "--num-workers", "0", "--no-progress", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_videos"] == 5 and report["metrics"]["num_views"] == 5
+
+
+def test_train_from_a_stream_resumes_to_the_same_weights(media, tmp_path, monkeypatch):
+    """`dataset.stream`: training reads the shards in sequence over 2 loader workers; a run
+    stopped after a checkpoint in the middle of a pass resumes to the uninterrupted weights."""
+    from safetensors.torch import load_file
+
+    from mbt.train.loop import Trainer
+
+    data = tiny_config().data
+    prepare_shards(parse_folder(media), data, tmp_path / "train", ShardConfig(mode="train", shard_size=2))
+    cfg = tiny_config("dataset.format=shards", f"dataset.train=[{tmp_path / 'train'}]", "dataset.stream=true",
+                      "dataset.shuffle_buffer=2", "train.batch_size=2", "train.epochs=3", "train.num_workers=2",
+                      "train.checkpoint_every=1", "model.stochastic_depth=0.2")
+    config = write_config(cfg, tmp_path / "cfg.yaml")
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "full"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "full/results.json").read_text())["steps"] == 6
+
+    save = Trainer._save
+
+    def save_then_stop(self):
+        save(self)
+        if self.step == 3:  # one step into the second pass over the shards
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_stop)
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "cut"), "--no-progress"]) == 130
+    monkeypatch.setattr(Trainer, "_save", save)
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--no-progress"]) == 0
+    a, b = (load_file(tmp_path / run / "final/model.safetensors") for run in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(Exception, match="stream"):
+        tiny_config("dataset.stream=true")  # a format other than shards

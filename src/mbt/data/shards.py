@@ -593,6 +593,9 @@ class ShardStream(IterableDataset):
         """Batch inside the stream (each worker yields collated batches); None: single items."""
         self.num_workers = 0
         """Loader workers the shards are split over (0: the main process reads them all)."""
+        self.start_unit = 0
+        """Units of the current epoch this rank has already consumed (resuming a run): they
+        are passed over without decoding. Training only."""
         self._decode = _SampleDecoder(self.shards, cfg, split, modalities)
 
     def set_epoch(self, epoch: int) -> None:
@@ -617,6 +620,21 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         """Units (items, or batches) this rank yields in the current epoch."""
         return sum(self._units(self.epoch)[self.rank])
+
+    def worker_starts(self, epoch: int, start: int) -> tuple[list[int], int]:
+        """Where this rank's unit `start` of `epoch` lies: per loader worker, how many of its
+        units come before it, and the worker it comes from. A DataLoader takes units from its
+        workers in turn, passing over workers that have run out."""
+        units = self._units(epoch)[self.rank]
+        if not 0 <= start <= sum(units):
+            raise ValueError(f"start unit {start} outside the epoch's {sum(units)} units")
+        taken, w = [0] * len(units), 0
+        for _ in range(start):
+            while taken[w] == units[w]:
+                w = (w + 1) % len(units)
+            taken[w] += 1
+            w = (w + 1) % len(units)
+        return taken, w
 
     def dropped_in_epoch(self, epoch: int) -> int:
         """Training items not yielded by any rank in `epoch` (to equalise ranks into whole units)."""
@@ -696,11 +714,21 @@ class ShardStream(IterableDataset):
         if info is not None and info.num_workers != max(self.num_workers, 1):
             raise RuntimeError(f"ShardStream.num_workers={self.num_workers} but the loader has {info.num_workers} "
                                "workers; build the loader with build_stream_loader")
-        shards = self.assignment(epoch)[self.rank][worker]
-        units = self._units(epoch)[self.rank][worker]
-        rng = _shard_rng(self.seed, epoch, self.rank, worker, 1)
+        done, role = 0, worker  # role: the worker whose shards this one reads
+        if self.start_unit:
+            if self.views != 1:
+                raise ValueError("start_unit applies to training streams (one item per sample)")
+            taken, first = self.worker_starts(epoch, self.start_unit)
+            role = (worker + first) % len(taken)  # the loader asks worker 0 first: it plays `first`
+            done = taken[role]
+        shards = self.assignment(epoch)[self.rank][role]
+        units = self._units(epoch)[self.rank][role] - done
+        rng = _shard_rng(self.seed, epoch, self.rank, role, 1)
         raw = (s for shard in shards for s in self._raw(shard))
-        items = (it for where, members in self._shuffled(raw, rng) for it in self._items(where, members, epoch))
+        samples = self._shuffled(raw, rng)
+        for _ in itertools.islice(samples, done * (self.batch_size or 1)):
+            pass  # read, not decoded
+        items = (it for where, members in samples for it in self._items(where, members, epoch))
         try:
             if self.batch_size is None:
                 yield from itertools.islice(items, units)
@@ -756,6 +784,7 @@ def build_stream_loader(stream: ShardStream, batch_size: int, num_workers: int =
         stream, batch_size=None, collate_fn=_batch_as_is, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
         worker_init_fn=_stream_worker_init if num_workers else None,
         prefetch_factor=(prefetch_factor or 2) if num_workers else None,
+        generator=torch.Generator().manual_seed(stream.seed),  # starting workers leaves torch's global RNG alone
     )
     return StreamLoader(stream, loader)
 

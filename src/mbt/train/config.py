@@ -89,6 +89,14 @@ class DatasetConfig:
     at the end) instead of stopping with an error."""
     synthetic_items: int = 256
     """Videos per split of the 'synthetic' format (which always has train, val and test)."""
+    stream: bool = False
+    """Format 'shards': read the training shards whole and in sequence (`ShardStream`: a
+    shuffled shard order each pass, shards split over processes and loader workers, a
+    shuffle buffer) instead of item by item (`ShardDataset`, ranged reads). For object
+    storage, where one long read costs far less than many short ones. Each process then
+    sees its own shards; evaluation still reads item by item."""
+    shuffle_buffer: int = 256
+    """With `stream`: samples each loader worker holds and draws from at random."""
 
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):
@@ -96,6 +104,10 @@ class DatasetConfig:
             setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
         if self.synthetic_items < 1:
             raise ConfigError(f"synthetic_items: must be >= 1, got {self.synthetic_items}")
+        if self.stream and self.format != SHARDS:
+            raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
 
 
 @dataclass
@@ -255,6 +267,9 @@ class ExperimentConfig:
                 )
         if self.train.mixmod and m.classifier != "token":
             raise ConfigError("train.mixmod: needs model.classifier='token' (one head per modality)")
+        if self.dataset.stream and self.train.balanced_sampling:
+            raise ConfigError("train.balanced_sampling: draws items at random, which dataset.stream cannot; "
+                              "turn one off")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ..data.annotations import Annotations, load_annotations
 from ..data.dataset import AVDataset
-from ..data.shards import ShardDataset, load_shard_annotations
+from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
 from ..models.config import ConfigError
 from .config import SHARDS, SYNTHETIC, DatasetConfig, ExperimentConfig
 from .synthetic import SyntheticAVDataset, synthetic_annotations
@@ -101,12 +101,18 @@ def check_same_classes(reference: Annotations, other: Annotations, split: str) -
 def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | None = None) -> Dataset | None:
     """The dataset of `split` in its mode (train: random clip + augmentation; val: middle
     clip; test: `num_test_clips` x `num_test_crops` views per video), or None when the
-    split has no annotation files."""
+    split has no annotation files. Training with `dataset.stream` gets a `ShardStream` for
+    this process (rank and world size from torch.distributed)."""
     if cfg.dataset.format == SYNTHETIC:
         return SyntheticAVDataset(cfg.model, cfg.data, split, cfg.dataset.synthetic_items, cfg.train.seed)
     annotations = annotations if annotations is not None else load_split_annotations(cfg, split)
     if annotations is None:
         return None
+    if cfg.dataset.format == SHARDS and cfg.dataset.stream and split == "train":
+        return ShardStream(
+            _shard_folder(cfg.dataset, split), cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
+            seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, shuffle_buffer=cfg.dataset.shuffle_buffer,
+        )
     if cfg.dataset.format == SHARDS:
         return ShardDataset(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]

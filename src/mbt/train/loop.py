@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.loader import class_balanced_weights, collate
+from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT
 from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
@@ -240,7 +242,9 @@ class Trainer:
                 check_same_classes(train_ann, ann, split)
                 self.eval_sets[split] = build_dataset(cfg, split, ann)
         self.annotation_problems = len(train_ann.problems)
-        self.schedule = Schedule.from_config(tc, len(self.train_set))
+        self.stream = isinstance(self.train_set, ShardStream)
+        self.num_examples = self.train_set.shards.num_samples if self.stream else len(self.train_set)
+        self.schedule = Schedule.from_config(tc, self.num_examples)
         if d.is_main:
             cfg.save(folder.config)
         m = cfg.model
@@ -371,6 +375,29 @@ class Trainer:
             generator=torch.Generator().manual_seed(tc.seed), persistent_workers=tc.num_workers > 0,
         )
         return loader, sampler
+
+    def _stream_batches(self, consumed: int) -> Iterator[dict[str, Any]]:
+        """Micro-batches of the shard stream from this process's `consumed`-th on: passes over
+        the shards back to back, each in its own order. (Epochs of the schedule count
+        `num_examples // batch_size` steps and need not start with a pass.)"""
+        stream: ShardStream = self.train_set
+        loader = build_stream_loader(stream, self.micro_batch, self.cfg.train.num_workers).loader
+        epoch = 0
+        while True:
+            stream.set_epoch(epoch)
+            units = len(stream)
+            if units == 0:
+                raise ConfigError(
+                    f"dataset.train: {len(stream.shards.urls)} shards cannot give every one of {self.dist.world_size} "
+                    f"process(es) a batch of {self.micro_batch}; prepare smaller shards (mbt data prepare "
+                    "--shard-size) or use fewer loader workers")
+            if consumed < units:
+                stream.start_unit = consumed
+                yield from loader
+                consumed = 0
+            else:
+                consumed -= units
+            epoch += 1
 
     def _micro_step(self, batch: dict[str, Any], sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch; returns its (unscaled) loss."""
@@ -506,10 +533,13 @@ class Trainer:
         log.info(
             "training %s: %d examples, %d steps/epoch, %d steps (%d epochs), warmup %.1f steps, global batch %d "
             "= %d processes x %d accumulation x %d, device %s, amp %s",
-            self.cfg.name, len(self.train_set), spe, total, tc.epochs, schedule.warmup_steps, tc.batch_size,
+            self.cfg.name, self.num_examples, spe, total, tc.epochs, schedule.warmup_steps, tc.batch_size,
             d.world_size, tc.grad_accum_steps, self.micro_batch, d.device, self.amp_dtype or "off",
         )
-        loader, sampler = self._loader()
+        if self.stream:
+            batches = self._stream_batches(self.step * tc.grad_accum_steps)
+        else:
+            loader, sampler = self._loader()
         self.model.train()
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.progress and d.is_main))
@@ -518,8 +548,9 @@ class Trainer:
         try:
             while self.step < total:
                 epoch, start = divmod(self.step, spe)
-                sampler.epoch, sampler.start_step = epoch, start
-                batches = iter(loader)
+                if not self.stream:
+                    sampler.epoch, sampler.start_step = epoch, start
+                    batches = iter(loader)
                 for _ in range(start, spe):
                     tic = time.perf_counter()
                     window.append(self._train_step(batches))
