@@ -44,3 +44,17 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         assert abs(r1["val"][k] - r2["val"][k]) < 1e-4, k
     losses = [train_losses(tmp_path / p) for p in ("one", "two")]
     assert len(losses[0]) == 3 and all(abs(x - y) < 1e-4 for x, y in zip(*losses, strict=True))
+
+
+def test_ddp_trains_when_stochastic_depth_drops_a_branch_for_a_whole_batch(tmp_path):
+    """Droplayer skips the compute of dropped branches; a branch that every example of a
+    process drops still gives its parameters (zero) gradients, as DDP's reducer requires."""
+    cfg = tiny_config("model.stochastic_depth=0.9", "train.epochs=2", "train.eval_every=0")
+    config = write_config(cfg, tmp_path / "cfg.yaml")
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mbt.cli",
+         "train", "--config", str(config), "--run-dir", str(tmp_path / "two"), "--no-progress"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two/results.json").read_text())["steps"] == 8
