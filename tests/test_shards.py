@@ -468,6 +468,7 @@ def test_train_from_a_stream_resumes_to_the_same_weights(media, tmp_path, monkey
     config = write_config(cfg, tmp_path / "cfg.yaml")
     assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "full"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "full/results.json").read_text())["steps"] == 6
+    assert "shard pass 0: 1 of 5 items left out" in (tmp_path / "full/log.txt").read_text()  # batches of 2
 
     save = Trainer._save
 

@@ -392,6 +392,10 @@ class Trainer:
                     f"process(es) a batch of {self.micro_batch}; prepare smaller shards (mbt data prepare "
                     "--shard-size) or use fewer loader workers")
             if consumed < units:
+                dropped = stream.dropped_in_epoch(epoch)
+                if dropped and self.dist.is_main:
+                    log.info("shard pass %d: %d of %d items left out, to give every process whole batches",
+                             epoch, dropped, stream.shards.num_samples)
                 stream.start_unit = consumed
                 yield from loader
                 consumed = 0
@@ -536,6 +540,7 @@ class Trainer:
             self.cfg.name, self.num_examples, spe, total, tc.epochs, schedule.warmup_steps, tc.batch_size,
             d.world_size, tc.grad_accum_steps, self.micro_batch, d.device, self.amp_dtype or "off",
         )
+        batches: Any = None  # the stream's generator, or each epoch's loader iterator
         if self.stream:
             batches = self._stream_batches(self.step * tc.grad_accum_steps)
         else:
@@ -575,6 +580,8 @@ class Trainer:
                         self._save()
         finally:
             bar.close()
+            if self.stream:
+                batches.close()  # stops the stream's loader workers before the final evaluation
         return self._finish()
 
     def _finish(self) -> dict[str, Any]:
