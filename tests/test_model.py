@@ -274,6 +274,24 @@ def test_bf16_autocast_runs_close_to_fp32():
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
 
 
+def test_droplayer_skipping_under_bf16_autocast_keeps_the_fp32_residual_stream():
+    """Under autocast the branches come out in bf16 while the residual stream stays fp32, as
+    in Scenic's form x + mask * branch."""
+    from mbt.models.mbt import Block
+
+    cfg = tiny_config()
+    blk = randomize(Block(cfg, 0.5)).train()
+    x = torch.randn(8, 5, cfg.hidden_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(2)
+        y = blk(x)[0]
+        torch.manual_seed(2)
+        h = x + blk.attn(blk.norm1(x))[0] * (torch.rand(8, 1, 1) >= 0.5)
+        ref = h + blk.mlp(blk.norm2(h)) * (torch.rand(8, 1, 1) >= 0.5)
+    assert y.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(y, ref, atol=1e-2, rtol=1e-2)
+
+
 @pytest.mark.parametrize("changes,field", [
     ({"fusion_layer": 5}, "fusion_layer"),
     ({"fusion_layer": -1}, "fusion_layer"),

@@ -192,7 +192,7 @@ class Block(nn.Module):
         idx = self._keep(x).view(-1).nonzero().view(-1)
         if len(idx) == x.shape[0]:
             return x + branch(x)
-        return x.index_add(0, idx, branch(x.index_select(0, idx)))
+        return x.index_add(0, idx, branch(x.index_select(0, idx)).to(x.dtype))  # autocast: bf16 branch
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         if self.training and self.drop_prob > 0.0 and not need_weights and not torch.compiler.is_compiling():
