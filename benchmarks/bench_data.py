@@ -348,15 +348,21 @@ def main(argv: list[str] | None = None) -> int:
             write_video(paths[name], w, h, fps, keyint, seed=k)
         result = measure(paths, args.rounds, args.clips)
         result["seek_study"] = seek_study(tmp, repeats=args.rounds)
+    emit_report("bench_data.py", result, markdown, args, argv, load_start)
+    return 0
+
+
+def emit_report(script: str, result: dict, to_markdown: Callable[[dict, dict, str], str], args: argparse.Namespace,
+                argv: list[str] | None, load_start: float | None) -> None:
+    """Print a benchmark's result as JSON (and markdown with `--markdown`); save it with `--json`."""
     env = {**environment(), "load_start": load_start}
-    command = "python benchmarks/bench_data.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps({"env": env, **result}, indent=2, default=str))
     if args.markdown:
-        print(markdown(result, env, command.strip()))
+        print(to_markdown(result, env, command.strip()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "command": command, **result}, f, indent=2, default=str)
-    return 0
 
 
 if __name__ == "__main__":

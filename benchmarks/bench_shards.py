@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import environment, write_video
+from bench_data import emit_report, write_video
 
 from mbt.data.annotations import parse_folder
 from mbt.data.config import DataConfig
@@ -247,14 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"prepare": prepare, "per_worker": per_worker(root, folders, args.rounds),
                   "loader_workers": args.workers,
                   "loaders": loaders(root, folders, args.workers, args.loader_epochs)}
-    env = {**environment(), "load_start": load_start}
-    command = "python benchmarks/bench_shards.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(json.dumps({"env": env, **result}, indent=2, default=str))
-    if args.markdown:
-        print(markdown(result, env, command.strip()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"env": env, "command": command, **result}, f, indent=2, default=str)
+    emit_report("bench_shards.py", result, markdown, args, argv, load_start)
     return 0
 
 

@@ -46,3 +46,12 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def assets() -> str:
     return ASSETS
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models and single-worker data on a busy 2-core machine: threads only add contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

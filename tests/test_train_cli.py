@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from mbt.cli import main
@@ -13,13 +12,7 @@ from mbt.cli import main
 from .synth_media import tone, write_media
 from .tiny_experiment import tiny_config, write_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_presets_print_config_and_errors(capsys, tmp_path):

@@ -24,14 +24,7 @@ from mbt.train.synthetic import SyntheticAVDataset
 
 from .tiny_experiment import tiny_config, train_losses
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a busy 2-core machine: threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(cfg, path, resume=False) -> Trainer:
