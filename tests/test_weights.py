@@ -144,3 +144,63 @@ def test_convert_cli_writes_a_loadable_model(tmp_path):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an mbt model folder"):
         mbt.MBT.from_pretrained(tmp_path)
+
+
+def _fixture_scenic_config(tmp_path, dataset_configs=None):
+    with open(os.path.join(ASSETS, "parity", "b_token_bottleneck", "config.json")) as f:
+        model = json.load(f)["mbt_kwargs"]
+    config = {"model": model, **({"dataset_configs": dataset_configs} if dataset_configs is not None else {})}
+    path = tmp_path / "scenic_config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("with_dataset_configs", [True, False], ids=["dataset_configs", "model_only"])
+def test_converted_checkpoint_predicts_on_a_real_video_without_flags(tmp_path, capsys, with_dataset_configs):
+    """A converted official checkpoint is a complete model: its folder carries the data config
+    (so `mbt predict` gives inputs of the model's token counts) and the front-end note."""
+    dataset_configs = {"num_frames": 4, "stride": 2, "crop_size": 32, "min_resize": 36, "spec_shape": [20, 16],
+                       "num_spec_frames": 2, "spec_mean": 1.102, "spec_stddev": 2.762, "zero_centering": True,
+                       "num_test_clips": 2}
+    config = _fixture_scenic_config(tmp_path, dataset_configs if with_dataset_configs else None)
+    out = tmp_path / "converted"
+    checkpoint = os.path.join(ASSETS, "parity", "b_token_bottleneck", "scenic_checkpoint", "checkpoint_5000")
+    assert main(["convert", "scenic", checkpoint, "--config", str(config), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert {"known", "ours", "consequence"} <= set(saved["frontend"])
+    data = saved["data"]
+    if with_dataset_configs:
+        assert (data["num_frames"], data["frame_rate"], data["image_size"], data["min_resize"]) == (4, 12.5, 32, 36)
+        assert (data["audio_seconds"], data["hop_ms"], data["num_mel_bins"]) == (2.0, 50.0, 16)
+        assert (data["spec_mean"], data["spec_std"], data["num_test_clips"]) == (1.102, 2.762, 2)
+    else:  # the released config's recipe, sized to the model's 4 x 32 x 32 frames and 40 x 16 spectrogram
+        assert (data["num_frames"], data["frame_rate"], data["image_size"]) == (4, 12.5, 32)
+        assert (data["audio_seconds"], data["hop_ms"], data["num_mel_bins"]) == (0.4, 10.0, 16)
+        assert data["num_test_clips"] == 4
+    capsys.readouterr()
+    video = os.path.join(ASSETS, "media", "mmaction2_test_mpeg4_mp3.avi")
+    assert main(["predict", video, "--model", str(out), "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(pred["top"]) == 5 and pred["modalities"] == ["spectrogram", "rgb"]
+
+
+def test_official_32_frame_layout_builds_the_released_data_config(tmp_path):
+    """The released layout: 32 frames at stride 2 of 25 fps, 2x16x16 tubelets (16 x 4 tokens at
+    32 px), 8 s x 128 bins of spectrogram, 4 test clips; the time mask stays off (ratio 0)."""
+    from mbt.weights.scenic import RELEASED_DATASET_CONFIGS, data_config_from_scenic, scenic_input_shapes
+
+    cfg = tiny_config(temporal_encoding="3d_conv", tubelet_size=2, patch_size=(16, 16), num_frames=32,
+                      image_size=(32, 32), spectrogram_size=(800, 128))
+    model = mbt.MBT(cfg)
+    params = mbt.to_scenic(model)
+    dataset_configs = {**RELEASED_DATASET_CONFIGS, "crop_size": 32, "min_resize": 36}
+    shapes = scenic_input_shapes(scenic_model_config(cfg), dataset_configs)
+    assert shapes == {"rgb": (32, 32, 32), "spectrogram": (800, 128)}
+    converted = mbt.from_scenic(params, scenic_model_config(cfg), input_shapes=shapes)
+    assert converted.config.num_patches("rgb") == 16 * 4
+    data = data_config_from_scenic(converted.config, dataset_configs)
+    assert (data.num_frames, data.frame_rate, data.clip_seconds) == (32, 12.5, 2.56)
+    assert (data.num_spectrogram_frames, data.num_mel_bins, data.spec_mean, data.spec_std) == (800, 128, 1.102, 2.762)
+    assert (data.num_test_clips, data.freq_mask_count, data.time_mask_count) == (4, 1, 0)
+    with pytest.raises(ScenicFormatError, match="zero_centering"):
+        data_config_from_scenic(converted.config, {**dataset_configs, "zero_centering": False})

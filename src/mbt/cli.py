@@ -26,7 +26,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     s = csub.add_parser("scenic", help="a Scenic MBT checkpoint (flax msgpack) -> save_pretrained folder")
     s.add_argument("checkpoint", help="checkpoint file (checkpoint_<step>) or a params .npz")
     s.add_argument("--config", required=True,
-                   help="Scenic config.model fields as JSON/YAML file (or a Scenic-like dict string)")
+                   help="the Scenic config as a JSON/YAML dump: its 'model' and 'dataset_configs' sections (the "
+                        "data config saved with the model comes from the latter; missing fields take the "
+                        "released AudioSet config's), or just the config.model fields")
     s.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
     s.add_argument("--labels", help="class names file (one per line, or AudioSet class_labels_indices.csv)")
     s.set_defaults(func=_run_convert_scenic)

@@ -18,10 +18,11 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model: MBT, directory: str | os.PathLike, data_config: Any = None) -> None:
-    """Write the model's config (and, if given, the `DataConfig` its inputs need) and
-    weights. Files are written beside and renamed into place, so a crash never leaves a
-    half-written model."""
+def save_pretrained(model: MBT, directory: str | os.PathLike, data_config: Any = None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write the model's config (and, if given, the `DataConfig` its inputs need, and `extra`
+    top-level notes such as a converted model's `frontend`) and weights. Files are written
+    beside and renamed into place, so a crash never leaves a half-written model."""
     from .. import __version__
 
     directory = os.fspath(directory)
@@ -32,6 +33,7 @@ def save_pretrained(model: MBT, directory: str | os.PathLike, data_config: Any =
         "mbt_version": __version__,
         "model": model.config.to_dict(),
         "data": data_config.to_dict() if data_config is not None else None,
+        **(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     weights_tmp = os.path.join(directory, WEIGHTS_NAME + ".tmp")

@@ -451,6 +451,128 @@ def from_scenic(
     return model.eval()
 
 
+# ---------------------------------------------------------------------- data config
+SCENIC_VIDEO_FPS = 25.0
+"""Frame rate of the official TFRecords ("AudioSet videos are extracted at 25fps", released
+config): `stride` counts frames at this rate."""
+
+RELEASED_DATASET_CONFIGS: dict[str, Any] = {
+    "num_frames": 32, "stride": 2, "num_spec_frames": 8, "spec_shape": (100, 128), "spec_mean": 1.102,
+    "spec_stddev": 2.762, "min_resize": 256, "crop_size": 224, "zero_centering": True, "num_test_clips": 4,
+    "augmentation_params": {"do_jitter_scale": True, "scale_min_factor": 0.9, "scale_max_factor": 1.33,
+                            "do_color_augment": True, "prob_color_augment": 0.8, "prob_color_drop": 0.1},
+    "spec_augment": True,
+    "spec_augment_params": {"freq_mask_max_bins": 48, "freq_mask_count": 1, "time_mask_max_frames": 48,
+                            "time_mask_count": 4, "time_mask_max_ratio": 0},
+}
+"""`config.dataset_configs` of the released AudioSet-mini config (`balanced_audioset_base.py`):
+what a conversion assumes for the fields a given config leaves out."""
+
+FRONTEND_NOTE = {
+    "known": "from the official config and loader: 100 spectrogram frames per second of audio "
+             "(spec_shape[0] rows per stored second), spec_shape[1] mel bins (128), the normalisation "
+             "statistics spec_mean / spec_stddev (1.102 / 2.762, 'over the entire unbalanced train set'), "
+             "3 tiled channels, frames at 25 fps sampled every `stride`, resize / centre crop, [-1, 1] pixels",
+    "ours": "the official log-mel code was never released: sample rate 16 kHz, 25 ms periodic Hann window, "
+            "STFT magnitude through an HTK mel filterbank 80-7600 Hz, natural log with offset 1e-6 "
+            "(DMVR's logmf convention, mbt.data.features) are our choices",
+    "consequence": "video predictions of converted weights follow the official pipeline; audio inputs computed "
+                   "from raw audio here are close to, not the same as, the features the weights were trained "
+                   "on (our log-mel over real clips has mean -2.37, std 2.62 where the official statistics say "
+                   "1.102, 2.762), so spectrogram-branch scores can shift. For numbers comparable to the paper, "
+                   "check on labelled clips of your own (mbt eval) before relying on the audio branch.",
+}
+"""What of the audio front end of a converted checkpoint is known and what is ours; saved in
+its `config.json` (`frontend`) and printed by `mbt convert scenic`."""
+
+
+def split_scenic_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(`config.model`, `config.dataset_configs` or None) of a Scenic config dump, a bare
+    `config.model` mapping or a parity fixture's config.json."""
+    if "mbt_kwargs" in config:
+        return dict(config["mbt_kwargs"]), None
+    if "model" in config and "hidden_size" not in config:
+        if not isinstance(config["model"], Mapping):
+            raise ScenicFormatError(f"config 'model' is a {type(config['model']).__name__}, expected a mapping")
+        dc = config.get("dataset_configs")
+        if dc is not None and not isinstance(dc, Mapping):
+            raise ScenicFormatError(f"config 'dataset_configs' is a {type(dc).__name__}, expected a mapping")
+        return dict(config["model"]), (dict(dc) if dc is not None else None)
+    return dict(config), None
+
+
+def _dataset_field(dc: Mapping[str, Any], key: str) -> Any:
+    return dc[key] if key in dc else RELEASED_DATASET_CONFIGS[key]
+
+
+def scenic_input_shapes(model_config: Mapping[str, Any], dataset_configs: Mapping[str, Any]) -> dict[str, tuple]:
+    """Model input geometry of a Scenic config: rgb (frames, crop, crop), spectrogram
+    (num_spec_frames * spec_shape[0], spec_shape[1])."""
+    te = dict(model_config.get("temporal_encoding_config") or {})
+    frames = int(_dataset_field(dataset_configs, "num_frames"))
+    if te.get("method", "3d_conv") == "temporal_sampling":
+        frames = min(frames, int(te.get("n_sampled_frames", 8)))
+    crop = int(_dataset_field(dataset_configs, "crop_size"))
+    rows, bins = (int(v) for v in _dataset_field(dataset_configs, "spec_shape"))
+    seconds = int(_dataset_field(dataset_configs, "num_spec_frames"))
+    modalities = tuple(model_config.get("modality_fusion", ()))
+    shapes: dict[str, tuple] = {}
+    if "rgb" in modalities:
+        shapes["rgb"] = (frames, crop, crop)
+    if "spectrogram" in modalities:
+        shapes["spectrogram"] = (seconds * rows, bins)
+    return shapes
+
+
+def data_config_from_scenic(cfg: MBTConfig, dataset_configs: Mapping[str, Any] | None = None):
+    """The `DataConfig` that feeds a converted model as Scenic's loader fed it (spec §4.2):
+    the clip spans `num_frames * stride` frames at 25 fps (thinned to the frames the model
+    takes), `num_spec_frames` s of `spec_shape[0]` rows/s, the config's statistics, crops,
+    test clips and augmentation. Fields missing from `dataset_configs` (or all of them) take
+    the released AudioSet config's values, with the geometry from the model."""
+    from ..data.config import DataConfig
+
+    given = dict(dataset_configs or {})
+    dc = {**RELEASED_DATASET_CONFIGS, **given}
+    if not dc["zero_centering"]:
+        raise ScenicFormatError("dataset_configs.zero_centering=False ([0, 1] inputs) is not supported: "
+                                "mbt feeds pixels in [-1, 1] and z-scored spectrograms")
+    stride = int(dc["stride"])
+    if "num_frames" not in given and cfg.temporal_encoding == "3d_conv":
+        dc["num_frames"] = cfg.num_frames  # a bare config.model: the clip the model's tokens imply
+    span = int(dc["num_frames"]) * stride / SCENIC_VIDEO_FPS
+    rows = int(dc["spec_shape"][0])
+    if cfg.image_size[0] != cfg.image_size[1]:
+        raise ScenicFormatError(f"image_size {cfg.image_size}: Scenic crops square frames")
+    image = cfg.image_size[0]
+    aug = {**RELEASED_DATASET_CONFIGS["augmentation_params"], **dict(given.get("augmentation_params") or {})}
+    spec_aug = {**RELEASED_DATASET_CONFIGS["spec_augment_params"], **dict(given.get("spec_augment_params") or {})}
+    spec_on = bool(dc["spec_augment"])
+    # lingvo returns the input unchanged when time_mask_max_ratio <= 0 (spec §4.3)
+    time_masks = int(spec_aug["time_mask_count"]) if spec_on and float(spec_aug["time_mask_max_ratio"]) > 0 else 0
+    return DataConfig(
+        num_frames=cfg.num_frames,
+        frame_rate=cfg.num_frames / span,
+        image_size=image,
+        min_resize=int(dc["min_resize"]) if "min_resize" in given or image == 224 else round(image * 256 / 224),
+        audio_seconds=cfg.spectrogram_size[0] / rows,
+        num_mel_bins=cfg.spectrogram_size[1],
+        hop_ms=1000.0 / rows,
+        spec_mean=float(dc["spec_mean"]),
+        spec_std=float(dc["spec_stddev"]),
+        scale_jitter=(float(aug["scale_min_factor"]), float(aug["scale_max_factor"]))
+        if aug["do_jitter_scale"] else (1.0, 1.0),
+        color_jitter_prob=float(aug["prob_color_augment"]) if aug["do_color_augment"] else 0.0,
+        color_drop_prob=float(aug["prob_color_drop"]) if aug["do_color_augment"] else 0.0,
+        freq_mask_max_bins=int(spec_aug["freq_mask_max_bins"]),
+        freq_mask_count=int(spec_aug["freq_mask_count"]) if spec_on else 0,
+        time_mask_max_frames=int(spec_aug["time_mask_max_frames"]),
+        time_mask_count=time_masks,
+        num_test_clips=int(dc["num_test_clips"]),
+        num_test_crops=1,
+    )
+
+
 def convert_scenic_cli(args: Any) -> int:
     """`mbt convert scenic CHECKPOINT --config CONFIG --out DIR`."""
     import yaml
@@ -459,15 +581,24 @@ def convert_scenic_cli(args: Any) -> int:
 
     with open(args.config) as f:
         text = f.read()
-    model_config = json.loads(text) if args.config.endswith(".json") else yaml.safe_load(text)
-    if isinstance(model_config, Mapping) and "model" in model_config and "hidden_size" not in model_config:
-        model_config = model_config["model"]
+    config = json.loads(text) if args.config.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(config, Mapping):
+        raise ScenicFormatError(f"{args.config}: expected a mapping (a Scenic config or its 'model' fields)")
+    model_config, dataset_configs = split_scenic_config(config)
     overrides: dict[str, Any] = {}
     if args.labels:
         names = read_label_names(args.labels)
         overrides["label_names"] = tuple(names)
-    model = from_scenic(args.checkpoint, model_config, **overrides)
-    save_pretrained(model, args.out)
+    shapes = scenic_input_shapes(model_config, dataset_configs) if dataset_configs is not None else None
+    model = from_scenic(args.checkpoint, model_config, input_shapes=shapes, **overrides)
+    data = data_config_from_scenic(model.config, dataset_configs)
+    save_pretrained(model, args.out, data_config=data, extra={"frontend": FRONTEND_NOTE})
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.checkpoint} -> {args.out} ({n:,} parameters, modalities {list(model.config.modalities)})")
+    source = "its dataset_configs" if dataset_configs is not None else "no dataset_configs in the config: the " \
+        "released AudioSet config's, sized to the model"
+    print(f"data config from {source}: {data.num_frames} frames at {data.frame_rate:g}/s, {data.image_size} px, "
+          f"{data.audio_seconds:g} s x {data.num_mel_bins} mel bins, {data.num_test_clips} test clips")
+    if "spectrogram" in model.config.modalities:
+        print(f"note: the audio front end is only partly known; {FRONTEND_NOTE['consequence']}")
     return 0
