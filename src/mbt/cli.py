@@ -111,7 +111,8 @@ def _run_data_probe(args: argparse.Namespace) -> int:
     return probe_cli(args)
 
 
-_FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "epic100", "kinetics", "kinetics-sounds")
+_FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "epic100", "kinetics", "kinetics-sounds",
+            "moments-in-time")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:

@@ -68,7 +68,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 """Files recognised as media (compared case-insensitively, so EPIC's `.MP4` matches)."""
 
-FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "epic100", "kinetics", "kinetics-sounds")
+FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "epic100", "kinetics", "kinetics-sounds",
+           "moments-in-time")
 
 DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
     "audioset": ("{ytid}_{start:06d}", "{ytid}_{start_ms}_{end_ms}", "Y{ytid}", "{ytid}"),
@@ -81,6 +82,7 @@ DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
     ),
     "kinetics-sounds": ("{clip_id}", "{label}/{clip_id}", "{label_}/{clip_id}"),
     "epic100": ("{participant}/videos/{video_id}", "{participant}/{video_id}", "{video_id}"),
+    "moments-in-time": ("{path}",),
 }
 
 EPIC_SPLIT_NAMES = ("noun", "verb")
@@ -1002,6 +1004,80 @@ def parse_kinetics_sounds(
     )
 
 
+# ---------------------------------------------------------------------- Moments in Time
+def parse_moments_in_time(
+    csv_path: PathLike,
+    *,
+    classes: PathLike | Sequence[str] | None = None,
+    root: PathLike | None = None,
+    path_pattern: str | None = None,
+    ext: str | None = None,
+    skip_bad: bool = False,
+) -> Annotations:
+    """Moments in Time `trainingSet.csv` / `validationSet.csv`: `path,label,agreement,disagreement`
+    without header, `path` relative to the split's video folder (`training/`, `validation/`:
+    give it as `root`). Classes: `classes`, default `moments_categories.txt` next to the CSV
+    (`name,index` lines, or one name per line)."""
+    csv_path = Path(csv_path)
+    if classes is None or isinstance(classes, (str, os.PathLike)):
+        path = Path(classes) if classes is not None else csv_path.parent / "moments_categories.txt"
+        names = _moments_categories(path) if _strip_gz(path.name).endswith(".txt") else read_class_list(path)
+    else:
+        names = list(classes)
+    index = _class_index(names)
+    locator = _locator("moments-in-time", root, path_pattern, ext)
+    rows = _Rows(skip_bad)
+    items = []
+    for line, row in _csv_rows(csv_path):
+        if len(row) != 4:
+            rows.bad(csv_path, line, f"expected 4 columns (path, label, agreement, disagreement), got {len(row)}")
+            continue
+        rel, label, agree, disagree = (c.strip() for c in row)
+        parts = Path(rel).parts
+        if not rel or os.path.isabs(rel) or ".." in parts:
+            rows.bad(csv_path, line, f"path {rel!r} is not inside the video folder")
+            continue
+        if label not in index:
+            rows.bad(csv_path, line, f"unknown label {label!r}")
+            continue
+        try:
+            agreement, disagreement = int(agree), int(disagree)
+        except ValueError:
+            rows.bad(csv_path, line, f"agreement/disagreement {agree!r}/{disagree!r} are not integers")
+            continue
+        path, found = locator.locate({"path": rel, "label": label, "label_": label.replace(" ", "_")})
+        items.append(
+            Item(path, (index[label],), video_id=os.path.splitext(rel)[0], source=str(csv_path), line=line,
+                 found=found, extra={"agreement": agreement, "disagreement": disagreement})
+        )
+    return Annotations(items, names, problems=rows.finish(), format="moments-in-time", sources=(str(csv_path),))
+
+
+def _moments_categories(path: Path) -> list[str]:
+    """`moments_categories.txt`: `name,index` lines (index order checked), or plain names."""
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no class list next to the annotations; give it with classes")
+    indexed: list[tuple[int, str]] = []
+    with open_text(path) as f:
+        lines = [(n, text.strip()) for n, text in enumerate(f, start=1) if text.strip()]
+    if not any("," in text for _, text in lines):
+        return read_class_list(path)
+    for n, text in lines:
+        name, _, idx = text.rpartition(",")
+        try:
+            indexed.append((int(idx), name.strip()))
+        except ValueError:
+            raise AnnotationError(f"{path}:{n}: expected 'name,index', got {text!r}") from None
+    indexed.sort()
+    if [i for i, _ in indexed] != list(range(len(indexed))):
+        raise AnnotationError(f"{path}: class indices are not 0..{len(indexed) - 1} without gaps")
+    names = [name for _, name in indexed]
+    duplicates = [n for n, c in Counter(names).items() if c > 1]
+    if duplicates:
+        raise AnnotationError(f"{path}: duplicate class names {duplicates[:5]}")
+    return names
+
+
 # ---------------------------------------------------------------------- dispatcher
 def load_annotations(
     format: str,
@@ -1020,8 +1096,8 @@ def load_annotations(
     """Parse `files` in `format` (one of `FORMATS`); options a format does not take must be unset.
 
     `folder`: files = [the folder]; `csv`/`jsonl`: [manifest]; `audioset`: segment CSVs (+
-    `classes` = class_labels_indices.csv); `vggsound`, `kinetics`, `kinetics-sounds`, `epic100`: one
-    annotation file."""
+    `classes` = class_labels_indices.csv); `vggsound`, `kinetics`, `kinetics-sounds`, `epic100`,
+    `moments-in-time`: one annotation file."""
     if format not in FORMATS:
         raise AnnotationError(f"unknown annotation format {format!r}; known: {list(FORMATS)}")
     files = list(files)
@@ -1047,6 +1123,7 @@ def load_annotations(
                             ("classes", "root", "path_pattern")),
         "epic100": (parse_epic100, {"verb_classes": verb_classes, "noun_classes": noun_classes, **locate},
                     ("verb_classes", "noun_classes", "root", "path_pattern")),
+        "moments-in-time": (parse_moments_in_time, {"classes": classes, **locate}, ("classes", "root", "path_pattern")),
     }
     parser, kwargs, accepted = parsers[format]
     unused = [k for k, v in given.items() if v is not None and k not in accepted]

@@ -103,6 +103,19 @@ def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]
     return cfg, model, Path(args.out) if args.out else out
 
 
+def _weights_chosen_on(args: argparse.Namespace) -> str:
+    """What chose the evaluated weights, as recorded with them (`best` models of a run)."""
+    from ..weights.pretrained import read_config
+
+    target = Path(args.target)
+    if (target / "config.yaml").is_file():
+        choice = args.weights or ("best" if (target / "best" / "config.json").is_file() else "final")
+        if choice != "best":
+            return f"nothing: the {choice} weights of the run"
+        target = target / "best"
+    return read_config(target).get("weights_chosen_on") or "not recorded with these weights"
+
+
 def eval_cli(args: argparse.Namespace) -> int:
     from .data import load_split_annotations
     from .distributed import barrier, init_distributed, shutdown
@@ -139,6 +152,7 @@ def eval_cli(args: argparse.Namespace) -> int:
             report = {
                 "target": str(args.target),
                 "split": args.split,
+                "weights_chosen_on": _weights_chosen_on(args),
                 "annotations": list(annotations.sources),
                 "metrics": json_safe(result.metrics),
                 "num_videos": len(result.video_ids),
@@ -154,6 +168,7 @@ def eval_cli(args: argparse.Namespace) -> int:
             json.dump(report["metrics"] if not args.json else report, sys.stdout, indent=2)
             sys.stdout.write("\n")
             print(f"wrote {out / 'metrics.json'} and {paths['jsonl']}", file=sys.stderr)
+            print(f"weights chosen on: {report['weights_chosen_on']}", file=sys.stderr)
         barrier(d)
     finally:
         shutdown(d)

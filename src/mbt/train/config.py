@@ -46,7 +46,7 @@ class DatasetConfig:
 
     format: str = "audioset"
     """Annotation format: 'folder', 'csv', 'jsonl', 'audioset', 'vggsound', 'epic100',
-    'kinetics', 'kinetics-sounds', 'shards' (folders written by `mbt data prepare`, local or
+    'kinetics', 'kinetics-sounds', 'moments-in-time', 'shards' (folders written by `mbt data prepare`, local or
     fsspec URLs: `train`, `val`, `test` each name one folder, prepared with `--mode` of that
     split; classes and media come from the shards), or 'synthetic' (generated tensors, no
     files: for smoke tests and benchmarks of the training stack)."""
@@ -59,7 +59,19 @@ class DatasetConfig:
     """Annotation file(s) of the training split (AudioSet takes several segment CSVs)."""
     val: tuple[str, ...] = ()
     """Annotation file(s) of the validation split: one middle clip per video, evaluated
-    every `train.eval_every` steps; the best model is chosen on it. Empty: no validation."""
+    every `train.eval_every` steps; the best model is chosen on it. Empty: no validation,
+    unless `val_fraction` holds one out of the training files."""
+    val_fraction: float = 0.0
+    """Hold this fraction of the training videos out as the validation split (with `val`
+    empty): a video is held out when a hash of its id and `split_seed` falls below it
+    (`mbt.data.subsets.hold_out`), so the split is reproducible and does not depend on row
+    order or on which other videos are present. 0: no hold-out."""
+    split_seed: int = 0
+    """Seed of the `val_fraction` hold-out and the `balanced_subset` order."""
+    balanced_subset: int | None = None
+    """Train on about this many training videos, chosen class-balanced from the training files
+    (`mbt.data.subsets.balanced_subset`: AudioSet-500K from the 2M unbalanced set); the
+    `val_fraction` hold-out is taken from this subset. None: all training videos."""
     test: tuple[str, ...] = ()
     """Annotation file(s) of the test split: `data.num_test_clips` clips (x crops) per
     video, logits averaged per video, evaluated once at the end. Empty: no test."""
@@ -102,6 +114,15 @@ class DatasetConfig:
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction > 0 and self.val:
+            raise ConfigError(f"val_fraction={self.val_fraction} holds validation out of the training files, "
+                              f"but val also names {list(self.val)}: give one of them")
+        if (self.val_fraction > 0 or self.balanced_subset is not None) and self.format in (SHARDS, SYNTHETIC):
+            raise ConfigError(f"val_fraction / balanced_subset: take annotation files, not format {self.format!r}")
+        if self.balanced_subset is not None and self.balanced_subset < 1:
+            raise ConfigError(f"balanced_subset: must be >= 1 or null, got {self.balanced_subset}")
         if self.synthetic_items < 1:
             raise ConfigError(f"synthetic_items: must be >= 1, got {self.synthetic_items}")
         if self.stream and self.format != SHARDS:

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from ..data.annotations import Annotations, load_annotations
 from ..data.dataset import AVDataset
 from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
+from ..data.subsets import balanced_subset, hold_out
 from ..models.config import ConfigError
 from .config import SHARDS, SYNTHETIC, DatasetConfig, ExperimentConfig
 from .synthetic import SyntheticAVDataset, synthetic_annotations
@@ -27,12 +28,49 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
 
 def load_split_annotations(cfg: ExperimentConfig, split: str) -> Annotations | None:
     """The annotations of `split` ('train', 'val' or 'test'), or None when the config names
-    no file for it."""
+    no file for it. With `dataset.val_fraction`, 'val' is the part held out of the training
+    files and 'train' the rest; with `dataset.balanced_subset`, both come from that subset."""
     ds = cfg.dataset
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if ds.format == SYNTHETIC:
         return synthetic_annotations(cfg.model, split, ds.synthetic_items, cfg.train.seed)
+    if split == "val" and ds.val_fraction > 0:
+        return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[1]
+    if split == "train" and (ds.val_fraction > 0 or ds.balanced_subset is not None):
+        return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[0]
+    return _read_split(cfg, split)
+
+
+def _training_annotations(cfg: ExperimentConfig) -> Annotations:
+    """The training files, cut to `dataset.balanced_subset` if set (before any hold-out)."""
+    ann = _read_split(cfg, "train")
+    if ann is None:
+        raise ConfigError("dataset.val_fraction / balanced_subset: need training files (dataset.train)")
+    if cfg.dataset.balanced_subset is not None:
+        ann, _ = balanced_subset(ann, cfg.dataset.balanced_subset, cfg.dataset.split_seed)
+    return ann
+
+
+def weights_chosen_on(cfg: ExperimentConfig) -> str:
+    """Which data chose the best weights of a run with this config, in words (saved with the
+    best model and in results.json, printed by `mbt eval`)."""
+    ds = cfg.dataset
+    if ds.format == SYNTHETIC:
+        return "val: the synthetic validation split"
+    if ds.val_fraction > 0:
+        return (f"val: {ds.val_fraction:g} of the training videos held out (dataset.val_fraction, "
+                f"split_seed {ds.split_seed}), not the test split")
+    if not ds.val:
+        return "nothing: no validation split (the final weights are the run's model)"
+    same = set(ds.val) == set(ds.test) and ds.val_split == ds.test_split
+    return f"val: {', '.join(ds.val)}" + (
+        " = the test split: test numbers of these weights are optimistic (selected on the test set)" if same else ""
+    )
+
+
+def _read_split(cfg: ExperimentConfig, split: str) -> Annotations | None:
+    ds = cfg.dataset
     files = getattr(ds, split)
     if not files:
         return None

@@ -50,9 +50,10 @@ from ..data.loader import class_balanced_weights, collate
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT
+from ..weights.pretrained import save_pretrained
 from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import ExperimentConfig
-from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space
+from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
 from .distributed import (
     Dist,
     all_gather_objects,
@@ -527,7 +528,8 @@ class Trainer:
         if math.isfinite(score) and (self.best is None or score >= self.best["value"]):  # ties: the later model
             self.best = {"step": self.step, "metric": self.primary, "value": score}
             if self.dist.is_main:
-                model.save_pretrained(self.folder.best, data_config=self.cfg.data)
+                save_pretrained(model, self.folder.best, data_config=self.cfg.data,
+                                extra={"weights_chosen_on": weights_chosen_on(self.cfg)})
                 log.info("best %s %.4f: saved %s", self.primary, score, self.folder.best)
         barrier(self.dist)
 
@@ -592,6 +594,7 @@ class Trainer:
         results: dict[str, Any] = {"steps": self.step, "best": self.best, "final_model": str(folder.final)}
         if self.best is not None:
             results["best_model"] = str(folder.best)
+            results["weights_chosen_on"] = weights_chosen_on(self.cfg)
         if self.last_val is not None:
             results["val"] = json_safe(self.last_val.metrics)
         if "test" in self.eval_sets:  # the final model, as the official code reports
