@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import mbt
 from mbt.cli import main
@@ -149,9 +150,12 @@ def test_not_a_model_folder(tmp_path):
 def _fixture_scenic_config(tmp_path, dataset_configs=None):
     with open(os.path.join(ASSETS, "parity", "b_token_bottleneck", "config.json")) as f:
         model = json.load(f)["mbt_kwargs"]
-    config = {"model": model, **({"dataset_configs": dataset_configs} if dataset_configs is not None else {})}
+    if dataset_configs is None:  # a YAML dump of config.model alone
+        path = tmp_path / "scenic_model.yaml"
+        path.write_text(yaml.safe_dump({"model": model}))
+        return path
     path = tmp_path / "scenic_config.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps({"model": model, "dataset_configs": dataset_configs}))
     return path
 
 
@@ -204,3 +208,8 @@ def test_official_32_frame_layout_builds_the_released_data_config(tmp_path):
     assert (data.num_test_clips, data.freq_mask_count, data.time_mask_count) == (4, 1, 0)
     with pytest.raises(ScenicFormatError, match="zero_centering"):
         data_config_from_scenic(converted.config, {**dataset_configs, "zero_centering": False})
+    converted.save_pretrained(tmp_path / "m32", data_config=data)
+    from mbt.inference import Predictor
+
+    pred = Predictor(tmp_path / "m32").predict(os.path.join(ASSETS, "media", "mmaction2_test_mpeg4_mp3.avi"), 3)
+    assert pred.num_clips >= 4 and len(pred.top) == 3
