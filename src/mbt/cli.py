@@ -403,6 +403,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="output folder for the PNG files")
+    p.add_argument("--start", type=float, metavar="SECONDS",
+                   help="explain the clip starting this many seconds into the file (default: the middle clip)")
+    p.add_argument("--class", dest="target", metavar="NAME|INDEX",
+                   help="weight the attention by the gradient of this class (default: plain attention)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_explain)
 
@@ -410,7 +414,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 def _run_explain(args: argparse.Namespace) -> int:
     from .inference import explain
 
-    for path in explain(args.video, args.model, args.out, device=args.device):
+    for path in explain(args.video, args.model, args.out, device=args.device, start=args.start, target=args.target):
         print(path)
     return 0
 
