@@ -24,7 +24,8 @@ Resuming: each chunk is written beside its final name and renamed into place, th
 first and the `.json` last, so a chunk is done exactly when its `.json` exists. A rerun with
 the same arguments skips done chunks; a rerun with a different model, recipe or item list
 is refused (or starts over with `overwrite=True`). The views are deterministic, so a resumed
-folder holds the same numbers as an uninterrupted run.
+folder holds the same numbers as an uninterrupted run (bit for bit when `chunk_size` x views
+is a multiple of `batch_size`, so that batches are cut alike; else up to float rounding).
 
 Why safetensors rather than npz: it is the project's weight format, it cannot hold pickled
 objects (npz can, and is only safe if every reader passes `allow_pickle=False`), and its
@@ -208,8 +209,8 @@ def embed_dataset(
                 entry["views"] += 1
                 for key, value in emb.items():
                     entry[key] = value[row] if key.startswith("has_") else entry.get(key, 0) + value[row]
+            bar.update(batch["batch_size"] + len(loader.skipped) + passed - bar.n)
             passed += batch["batch_size"]
-            bar.update(batch["batch_size"])
             while queue and passed + len(loader.skipped) >= ends[queue[0]]:
                 _write_chunk(folder, queue[0], dataset, chunk_size, sums, loader.skipped)
                 written.append(queue.pop(0))
