@@ -156,6 +156,15 @@ def test_linear_probe_reads_separable_classes():
     x = _separable(100, 2).tensors["rgb"]
     logits = ((x - w["mean"]) / w["std"]) @ w["weight"].T + w["bias"]
     assert (logits.argmax(1) == _separable(100, 2).tensors["labels"].argmax(1)).float().mean() >= 0.97
+    def two_heads(n, seed):  # EPIC-like: a noun head (the clusters) and a verb head (which side of a plane)
+        emb = _separable(n, seed)
+        verb = (emb.tensors["fused"][:, 0] > 0).long()
+        verb_hot = torch.nn.functional.one_hot(verb, 2).to(torch.uint8)
+        emb.tensors["labels"] = torch.cat([emb.tensors["labels"], verb_hot], 1)
+        return replace(emb, class_names=["x", "y", "z", "v0", "v1"], class_splits=(3, 2), split_names=("noun", "verb"))
+
+    heads = linear_probe(two_heads(300, 1), two_heads(100, 2))
+    assert heads["metric"] == "action_top1" and heads["metrics"]["noun_top1"] >= 0.97 and heads["value"] >= 0.85
     with pytest.raises(ValueError, match="no embedding 'spectrogram'"):
         linear_probe(_separable(20, 1), _separable(20, 2), feature="spectrogram")
     other = replace(_separable(20, 2), class_names=["p", "q", "r"])
