@@ -315,6 +315,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     _add_annotation_options(g)
     g.add_argument("--mode", choices=("test", "val"), default="test",
                    help="test: num_test_clips x num_test_crops views per item, averaged; val: the middle clip")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the model's DataConfig (num_test_clips, num_test_crops, ...)")
     g.add_argument("--batch-size", type=int, default=8, help="views per batch")
     g.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
     g.add_argument("--chunk-size", type=int, default=1024, help="items per written chunk (the unit of resuming)")
@@ -341,10 +343,13 @@ def _run_embed(args: argparse.Namespace) -> int:
 def _run_embed_dataset(args: argparse.Namespace) -> int:
     from .data.annotations import annotations_from_args
     from .embed_dataset import embed_dataset
+    from .overrides import apply_overrides
+    from .weights.pretrained import load_data_config
 
     args.annotations = args.videos
     report = embed_dataset(
-        args.model, annotations_from_args(args), args.out, mode=args.mode, batch_size=args.batch_size,
+        args.model, annotations_from_args(args), args.out, data=apply_overrides(load_data_config(args.model), args.set),
+        mode=args.mode, batch_size=args.batch_size,
         num_workers=args.num_workers, chunk_size=args.chunk_size, device=args.device, skip_bad=args.skip_bad,
         overwrite=args.overwrite, progress=not args.no_progress,
     )
