@@ -140,16 +140,17 @@ class Predictor:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
-        item = Item(path, (), video_id=path)
-        dataset = AVDataset(Annotations([item], self.class_names), self.data, "val",
-                            modalities=self.model.config.modalities)
+        def one_clip(item: Item) -> AVDataset:  # 'val': the middle clip of the item's segment
+            return AVDataset(Annotations([item], self.class_names), self.data, "val",
+                             modalities=self.model.config.modalities)
+
+        dataset = one_clip(Item(path, (), video_id=path))
         if start is not None:
-            duration = dataset.segment(item)[1]
+            duration = dataset.segment(dataset.items[0])[1]
             if not 0 <= start < duration:
                 raise ValueError(f"{path}: start {start:g} s is outside the file (0 to {duration:.2f} s)")
-            item = replace(item, start=start, end=start + dataset.window_seconds)
-            dataset.items = [item]
-        centre = dataset.clip_centre(item, 0, torch.Generator())
+            dataset = one_clip(Item(path, (), start=start, end=start + dataset.window_seconds, video_id=path))
+        centre = dataset.clip_centre(dataset.items[0], 0, torch.Generator())
         sample = dataset[0]
         batch = {m: sample[m][None] for m in self.model.config.modalities}
         batch["has_audio"] = torch.tensor([bool(sample["has_audio"])])
@@ -167,11 +168,11 @@ class Predictor:
 
         batch, centre, frame_times = self.clip_at(path, start)
         inputs, note = self._inputs(batch)
-        with torch.set_grad_enabled(target is not None):
+        k = None if target is None else self.class_index(target)
+        with torch.set_grad_enabled(k is not None):
             out = self.model(inputs, output_attentions=True)
             grads = None
-            if target is not None:
-                k = self.class_index(target)
+            if k is not None:
                 maps = [(i, key, a) for i, layer in enumerate(out.attentions) for key, a in layer.items()]
                 values = torch.autograd.grad(out.logits[0, k], [a for _, _, a in maps], allow_unused=True)
                 grads = [{} for _ in out.attentions]
@@ -183,16 +184,16 @@ class Predictor:
         seconds = self.data.clip_seconds if "rgb" in inputs else self.data.audio_seconds
         title = (f"{Path(path).name}, clip {centre - seconds / 2:.2f}-{centre + seconds / 2:.2f} s: "
                  + ", ".join(f"{self.class_names[i]} {float(probs[i]):.0%}" for i in top))
-        if target is not None:
-            source += f", weighted by the gradient of '{self.class_names[self.class_index(target)]}'"
+        if k is not None:
+            source += f", weighted by the gradient of '{self.class_names[k]}'"
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         if "rgb" in heat:
-            written.append(pictures.video_figure(self.model.config, inputs["rgb"][0].detach(), heat["rgb"], source,
+            written.append(pictures.video_figure(self.model.config, inputs["rgb"][0], heat["rgb"], source,
                                                  title, out_dir / "video_attention.png", frame_times))
         if "spectrogram" in heat:
-            written.append(pictures.audio_figure(self.model.config, inputs["spectrogram"][0].detach(),
+            written.append(pictures.audio_figure(self.model.config, inputs["spectrogram"][0],
                                                  heat["spectrogram"], source, title, out_dir / "audio_attention.png",
                                                  self.data, max(centre - self.data.audio_seconds / 2, 0.0)))
         if note:
