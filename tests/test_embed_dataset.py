@@ -120,9 +120,12 @@ def test_unreadable_items_are_skipped_and_listed(model_dir, manifest, tmp_path, 
     ann = load_annotations("csv", [csv])
     with pytest.raises(RuntimeError, match="broken.mp4"):
         embed_dataset(model_dir, ann, tmp_path / "e1", progress=False)
-    report = embed_dataset(model_dir, ann, tmp_path / "e2", skip_bad=True, progress=False)
+    report = embed_dataset(model_dir, ann, tmp_path / "e2", skip_bad=True, chunk_size=3, progress=False)
     assert report["embedded"] == 5 and [s["path"].rsplit("/", 1)[1] for s in report["skipped"]] == ["broken.mp4"]
     assert "broken.mp4" not in " ".join(load_embeddings(tmp_path / "e2").paths)
+    alone = embed_dataset(model_dir, load_annotations("csv", [csv]), tmp_path / "e3", skip_bad=True, chunk_size=1,
+                          progress=False)  # the last chunk holds nothing: a chunk of 0 rows
+    assert alone["chunks_written"] == 6 and load_embeddings(tmp_path / "e3").tensors["fused"].shape == (5, 64)
 
 
 def _separable(n: int, seed: int, multi_label: bool = False) -> Embeddings:

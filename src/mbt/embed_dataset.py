@@ -212,10 +212,10 @@ def embed_dataset(
             bar.update(batch["batch_size"] + len(loader.skipped) + passed - bar.n)
             passed += batch["batch_size"]
             while queue and passed + len(loader.skipped) >= ends[queue[0]]:
-                _write_chunk(folder, queue[0], dataset, chunk_size, sums, loader.skipped)
+                _write_chunk(folder, queue[0], dataset, chunk_size, index["embedding_size"], sums, loader.skipped)
                 written.append(queue.pop(0))
         for c in queue:  # the last views were skipped: nothing more comes
-            _write_chunk(folder, c, dataset, chunk_size, sums, loader.skipped)
+            _write_chunk(folder, c, dataset, chunk_size, index["embedding_size"], sums, loader.skipped)
             written.append(c)
     finally:
         bar.close()
@@ -254,8 +254,8 @@ def _prepare_folder(folder: Path, settings: dict[str, Any], num_chunks: int, ove
     return {c for c in range(num_chunks) if (folder / _chunk_name(c, "json")).is_file()}
 
 
-def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, sums: dict[int, dict[str, Any]],
-                 skipped: list[tuple[str, str]]) -> None:
+def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, width: int,
+                 sums: dict[int, dict[str, Any]], skipped: list[tuple[str, str]]) -> None:
     from safetensors.torch import save
 
     cfg_mods = dataset.modalities
@@ -264,11 +264,9 @@ def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, 
     left_out = [i for i in range(first, last) if i not in sums]
     entries = [sums.pop(i) for i in kept]
     reasons = dict(skipped)
-    width = None
     tensors: dict[str, torch.Tensor] = {}
     for key in (*cfg_mods, "fused"):
         rows = [e[key] / e["views"] for e in entries]
-        width = width or (rows[0].shape[0] if rows else 0)
         tensors[key] = torch.stack(rows).float() if rows else torch.zeros(0, width)
     for m in cfg_mods:
         tensors[f"has_{m}"] = torch.tensor([bool(e[f"has_{m}"]) for e in entries], dtype=torch.bool)
