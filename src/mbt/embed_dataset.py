@@ -13,8 +13,8 @@
   modality embeddings for the token head, the pooled joint sequence for pooling heads), bool
   `has_rgb` / `has_spectrogram` [n], uint8 `labels` [n, C] (multi-hot), int64 `item` [n]
   (position in the annotations) and int64 `num_views` [n].
-- `chunk-000000.json`: the chunk's ids (`video_id`), paths, and the items left out as
-  unreadable (`skip_bad`), with the reason.
+- `chunk-000000.json`: the chunk's ids (`video_id`), paths, the number of items without
+  each modality, and the items left out as unreadable (`skip_bad`), with the reason.
 
 A missing modality (a video without an audio track) is not filled in: the model runs the
 towers it has inputs for (as `mbt predict`), the missing modality's row is zeros with
@@ -221,15 +221,15 @@ def embed_dataset(
         bar.close()
     index["complete"] = True
     _atomic_write(str(folder / INDEX), json.dumps(index, indent=1).encode())
-    emb_all = load_embeddings(folder)
+    sidecars = [json.loads((folder / _chunk_name(c, "json")).read_text()) for c in range(num_chunks)]
     return {
         "out": str(folder),
         "num_items": len(items),
-        "embedded": len(emb_all.ids),
+        "embedded": sum(sc["rows"] for sc in sidecars),
         "chunks_written": len(written),
         "chunks_resumed": len(done),
-        "without": {m: int((~emb_all.tensors[f"has_{m}"]).sum()) for m in cfg.modalities},
-        "skipped": emb_all.skipped,
+        "without": {m: sum(sc["without"][m] for sc in sidecars) for m in cfg.modalities},
+        "skipped": [s for sc in sidecars for s in sc["skipped"]],
         "missing_files_left_out": index["missing_files_left_out"],
     }
 
@@ -282,6 +282,7 @@ def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, 
         "rows": len(kept),
         "ids": [items[i].video_id for i in kept],
         "paths": [items[i].path for i in kept],
+        "without": {m: int((~tensors[f"has_{m}"]).sum()) for m in cfg_mods},
         "skipped": [{"item": i, "path": items[i].path, "reason": reasons.get(items[i].path, "unreadable")}
                     for i in left_out],
     }
