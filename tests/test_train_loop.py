@@ -214,3 +214,14 @@ def test_init_from_a_local_vit_checkpoint(tmp_path):
     for tower in trainer.model.towers.values():
         assert torch.equal(tower[1].mlp.fc1.weight, vit.blocks[1].mlp.fc1.weight)
     assert "initialised from" in (tmp_path / "run/log.txt").read_text()
+
+
+def test_freeze_trains_only_the_head(tmp_path):
+    results = train(tiny_config("train.epochs=1", "train.freeze=true", "model.representation_size=16"), tmp_path,
+                    progress=False)
+    assert results["steps"] == 4
+    torch.manual_seed(0)  # the loop's initialisation (train.seed 0)
+    start = MBT(tiny_config("model.representation_size=16").model).state_dict()
+    final = load_file(tmp_path / "final/model.safetensors")
+    trained = {k for k in final if not torch.equal(final[k], start[k])}
+    assert trained == {"head.weight", "head.bias", "pre_logits.weight", "pre_logits.bias"}

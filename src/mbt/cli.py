@@ -1,4 +1,4 @@
-"""`mbt` command line: train | eval | predict | embed | explain | demo | convert | flops | bench | data.
+"""`mbt` command line: train | eval | predict | embed | probe | explain | demo | convert | flops | bench | data.
 
 Each command group adds its parser in one `_add_*` function and runs through a small
 handler that imports its module lazily, so `mbt --help` stays fast.
@@ -121,6 +121,11 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="annotation file(s): a folder (folder), a manifest (csv/jsonl), segment CSVs "
                         "(audioset), vggsound.csv, EPIC_100_*.csv, a Kinetics CSV or a Kinetics-Sounds list")
     p.add_argument("--format", required=True, choices=_FORMATS, help="annotation format")
+    _add_annotation_options(p)
+
+
+def _add_annotation_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The options of `_add_dataset_args` besides the files and their format."""
     p.add_argument("--classes", help="class list (AudioSet class_labels_indices.csv, VGGSound stat.csv, ...)")
     p.add_argument("--verb-classes", help="EPIC_100_verb_classes.csv (default: next to the annotations)")
     p.add_argument("--noun-classes", help="EPIC_100_noun_classes.csv (default: next to the annotations)")
@@ -298,15 +303,35 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="pooled per-modality embeddings of video files")
-    p.add_argument("videos", nargs="+")
+    p = sub.add_parser(
+        "embed", help="pooled per-modality embeddings of video files, or of a whole dataset (--format)",
+        description="Video files -> one .npz. Annotation files with --format -> a folder of safetensors chunks "
+                    "(per-modality and fused embeddings, masks of the modalities present, labels; ids in JSON), "
+                    "written so that rerunning an interrupted command finishes it.",
+    )
+    p.add_argument("videos", nargs="+", help="video files, or annotation file(s) with --format")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="output .npz (paths and one [N, D] array per modality)")
+    p.add_argument("--out", required=True, help="output .npz (video files) or folder (--format)")
     p.add_argument("--device", default="cpu")
+    g = p.add_argument_group("whole datasets (--format)")
+    g.add_argument("--format", choices=_FORMATS, help="the files are annotations in this format")
+    _add_annotation_options(g)
+    g.add_argument("--mode", choices=("test", "val"), default="test",
+                   help="test: num_test_clips x num_test_crops views per item, averaged; val: the middle clip")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the model's DataConfig (num_test_clips, num_test_crops, ...)")
+    g.add_argument("--batch-size", type=int, default=8, help="views per batch")
+    g.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+    g.add_argument("--chunk-size", type=int, default=1024, help="items per written chunk (the unit of resuming)")
+    g.add_argument("--overwrite", action="store_true", help="start over in a folder made with other settings")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run_embed)
 
 
 def _run_embed(args: argparse.Namespace) -> int:
+    if args.format:
+        return _run_embed_dataset(args)
     import numpy as np
 
     from .inference import embed
@@ -318,11 +343,78 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_embed_dataset(args: argparse.Namespace) -> int:
+    from .data.annotations import annotations_from_args
+    from .embed_dataset import embed_dataset
+    from .overrides import apply_overrides
+    from .weights.pretrained import load_data_config
+
+    args.annotations = args.videos
+    report = embed_dataset(
+        args.model, annotations_from_args(args), args.out, data=apply_overrides(load_data_config(args.model), args.set),
+        mode=args.mode, batch_size=args.batch_size,
+        num_workers=args.num_workers, chunk_size=args.chunk_size, device=args.device, skip_bad=args.skip_bad,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    if args.json:
+        _print_json(report)
+        return 0
+    without = ", ".join(f"{n} without {m}" for m, n in report["without"].items() if n)
+    print(f"wrote {report['out']}: {report['embedded']} of {report['num_items']} items "
+          f"({report['chunks_resumed']} chunks already done, {report['chunks_written']} written"
+          + (f"; {without}" if without else "") + f"; {len(report['skipped'])} unreadable skipped)")
+    return 0
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "probe", help="linear probe on embeddings: fit on one split's, report the dataset's metric on another's",
+        description="Logistic regression (softmax, per-head softmax or sigmoid, as the dataset's labels) on "
+                    "embeddings written by `mbt embed --format`, fitted by L-BFGS on standardised features.",
+    )
+    p.add_argument("train", help="embeddings folder to fit on")
+    p.add_argument("test", help="embeddings folder to score on")
+    p.add_argument("--feature", default="fused", help="fused (default), rgb or spectrogram")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty on the weights")
+    p.add_argument("--max-iter", type=int, default=500, help="L-BFGS iterations")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="also write the probe (weight, bias, mean, std) to this .safetensors file")
+    p.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    p.set_defaults(func=_run_probe)
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    from .embed_dataset import load_embeddings
+    from .probe import linear_probe
+
+    result = linear_probe(load_embeddings(args.train), load_embeddings(args.test), feature=args.feature,
+                          weight_decay=args.weight_decay, max_iter=args.max_iter, device=args.device)
+    weights = result.pop("weights")
+    if args.out:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, args.out)
+    if args.json:
+        _print_json(result)
+        return 0
+    left = result["left_out"]
+    note = f" ({left['train']} train / {left['test']} test rows without {args.feature} left out)" if any(
+        left.values()) else ""
+    print(f"linear probe on {args.feature}: {result['metric']} {result['value']:.4f} on {result['num_test']} items, "
+          f"fitted on {result['num_train']} (train {result['metric']} "
+          f"{result['train_metrics'][result['metric']]:.4f}){note}")
+    return 0
+
+
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="pictures of what the model attends to in a video")
     p.add_argument("video")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="output folder for the PNG files")
+    p.add_argument("--start", type=float, metavar="SECONDS",
+                   help="explain the clip starting this many seconds into the file (default: the middle clip)")
+    p.add_argument("--class", dest="target", metavar="NAME|INDEX",
+                   help="weight the attention by the gradient of this class (default: plain attention)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_explain)
 
@@ -330,7 +422,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 def _run_explain(args: argparse.Namespace) -> int:
     from .inference import explain
 
-    for path in explain(args.video, args.model, args.out, device=args.device):
+    for path in explain(args.video, args.model, args.out, device=args.device, start=args.start, target=args.target):
         print(path)
     return 0
 
@@ -370,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_predict(sub)
     _add_embed(sub)
+    _add_probe(sub)
     _add_explain(sub)
     _add_bench(sub)
     return parser

@@ -97,19 +97,21 @@ class Predictor:
         return inputs, ""
 
     # ------------------------------------------------------------------ outputs
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of logits [C]: sigmoid for multi-label models, softmax per head else."""
+        cfg = self.model.config
+        if cfg.multi_label:
+            return torch.sigmoid(logits)
+        if cfg.class_splits:
+            return torch.cat([p.softmax(-1) for p in logits.split(list(cfg.class_splits))])
+        return logits.softmax(-1)
+
     @torch.no_grad()
     def predict(self, path: str, topk: int = 5, num_clips: int | None = None) -> Prediction:
         """Clip-averaged prediction for one file."""
         batch = self.clips(path, num_clips)
         inputs, note = self._inputs(batch)
-        logits = self.model(inputs).logits.float().mean(0)
-        cfg = self.model.config
-        if cfg.multi_label:
-            probs = torch.sigmoid(logits)
-        elif cfg.class_splits:
-            probs = torch.cat([p.softmax(-1) for p in logits.split(list(cfg.class_splits))])
-        else:
-            probs = logits.softmax(-1)
+        probs = self._probabilities(self.model(inputs).logits.float().mean(0))
         order = probs.argsort(descending=True)[:topk].tolist()
         return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order], len(batch["has_audio"]),
                           tuple(inputs), note, probs.numpy())
@@ -121,30 +123,79 @@ class Predictor:
         out = self.model(inputs, output_embeddings=True)
         return {m: e.float().mean(0).numpy() for m, e in out.embeddings.items()}
 
-    @torch.no_grad()
-    def explain(self, path: str, out_dir: str | os.PathLike, clip: int | None = None) -> list[Path]:
-        """Pictures of where the model looks in one clip (the middle one by default): the
-        attention of the bottleneck tokens (fusion layers of a bottleneck model) or of the
-        cls token (other models; all tokens for pooling heads) over the frames' patches and
-        the spectrogram's time-frequency patches. Returns the PNG paths."""
+    def class_index(self, target: str | int) -> int:
+        """The index of a class given by name or by index (as an int or a string of digits)."""
+        if isinstance(target, str) and target in self.class_names:
+            return self.class_names.index(target)
+        if isinstance(target, int) or target.isdigit():
+            k = int(target)
+            if 0 <= k < len(self.class_names):
+                return k
+        raise ValueError(f"class {target!r}: neither a class name of this model nor an index below "
+                         f"{len(self.class_names)} (first classes: {self.class_names[:5]})")
+
+    def clip_at(self, path: str, start: float | None = None) -> tuple[dict[str, Any], float, list[float]]:
+        """The clip whose window starts `start` seconds into the file (default: the middle clip)
+        as a batch of one, its centre and its frames' times in seconds."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        def one_clip(item: Item) -> AVDataset:  # 'val': the middle clip of the item's segment
+            return AVDataset(Annotations([item], self.class_names), self.data, "val",
+                             modalities=self.model.config.modalities)
+
+        dataset = one_clip(Item(path, (), video_id=path))
+        if start is not None:
+            duration = dataset.segment(dataset.items[0])[1]
+            if not 0 <= start < duration:
+                raise ValueError(f"{path}: start {start:g} s is outside the file (0 to {duration:.2f} s)")
+            dataset = one_clip(Item(path, (), start=start, end=start + dataset.window_seconds, video_id=path))
+        centre = dataset.clip_centre(dataset.items[0], 0, torch.Generator())
+        sample = dataset[0]
+        batch = {m: sample[m][None] for m in self.model.config.modalities}
+        batch["has_audio"] = torch.tensor([bool(sample["has_audio"])])
+        return batch, centre, dataset.frame_times(centre)
+
+    def explain(self, path: str, out_dir: str | os.PathLike, start: float | None = None,
+                target: str | int | None = None) -> list[Path]:
+        """Pictures of where the model looks in one clip (the one starting `start` seconds in;
+        default the middle one): the attention of the bottleneck tokens (fusion layers of a
+        bottleneck model) or of the cls token (other models; all tokens for pooling heads)
+        over the frames' patches and the spectrogram's time-frequency patches. With `target`
+        (a class name or index), the attention is weighted by the gradient of that class's
+        logit (`visualize.patch_attention`). Returns the PNG paths."""
         from . import visualize as pictures
 
-        batch = self.clips(path)
-        k = len(batch["has_audio"]) // 2 if clip is None else clip
-        inputs, note = self._inputs({key: v[k : k + 1] for key, v in batch.items()})
-        out = self.model(inputs, output_attentions=True)
-        prediction = self.predict(path, topk=3)
-        heat, source = pictures.patch_attention(self.model, out)
+        batch, centre, frame_times = self.clip_at(path, start)
+        inputs, note = self._inputs(batch)
+        k = None if target is None else self.class_index(target)
+        with torch.set_grad_enabled(k is not None):
+            out = self.model(inputs, output_attentions=True)
+            grads = None
+            if k is not None:
+                maps = [(i, key, a) for i, layer in enumerate(out.attentions) for key, a in layer.items()]
+                values = torch.autograd.grad(out.logits[0, k], [a for _, _, a in maps], allow_unused=True)
+                grads = [{} for _ in out.attentions]
+                for (i, key, a), g in zip(maps, values, strict=True):
+                    grads[i][key] = g if g is not None else torch.zeros_like(a)
+        heat, source = pictures.patch_attention(self.model, out, grads)
+        probs = self._probabilities(out.logits[0].detach().float())
+        top = probs.argsort(descending=True)[:3].tolist()
+        seconds = self.data.clip_seconds if "rgb" in inputs else self.data.audio_seconds
+        title = (f"{Path(path).name}, clip {centre - seconds / 2:.2f}-{centre + seconds / 2:.2f} s: "
+                 + ", ".join(f"{self.class_names[i]} {float(probs[i]):.0%}" for i in top))
+        if k is not None:
+            source += f", weighted by the gradient of '{self.class_names[k]}'"
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        title = f"{Path(path).name}: " + ", ".join(f"{n} {p:.0%}" for n, p in prediction.top)
         written = []
         if "rgb" in heat:
-            written.append(pictures.video_figure(self.model.config, inputs["rgb"][0], heat["rgb"], source, title,
-                                                 out_dir / "video_attention.png"))
+            written.append(pictures.video_figure(self.model.config, inputs["rgb"][0], heat["rgb"], source,
+                                                 title, out_dir / "video_attention.png", frame_times))
         if "spectrogram" in heat:
-            written.append(pictures.audio_figure(self.model.config, inputs["spectrogram"][0], heat["spectrogram"],
-                                                 source, title, out_dir / "audio_attention.png", self.data))
+            written.append(pictures.audio_figure(self.model.config, inputs["spectrogram"][0],
+                                                 heat["spectrogram"], source, title, out_dir / "audio_attention.png",
+                                                 self.data, max(centre - self.data.audio_seconds / 2, 0.0)))
         if note:
             (out_dir / "note.txt").write_text(note + "\n")
         return written
@@ -165,6 +216,7 @@ def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "c
     return {m: np.stack([r.get(m, np.full(shape, np.nan, np.float32)) for r in rows]) for m, shape in width.items()}
 
 
-def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu") -> list[Path]:
+def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu",
+            start: float | None = None, target: str | int | None = None) -> list[Path]:
     """Attention pictures for one video (see `Predictor.explain`)."""
-    return Predictor(model, device=device).explain(path, out_dir)
+    return Predictor(model, device=device).explain(path, out_dir, start, target)

@@ -182,6 +182,10 @@ class TrainConfig:
     init_from: str | None = PAPER_VIT_INIT
     """Initialise both towers from this ViT (a timm model name, or a local .safetensors /
     .pth / .npz); None: random initialisation."""
+    freeze: bool = False
+    """Train only the classifier (`head`, and `pre_logits` when the model has one), the
+    rest kept as initialised: a frozen-backbone fine-tune, to measure what a representation
+    (`init_from`) gives without training it. `mbt probe` does the same on saved embeddings."""
     grad_checkpointing: bool = False
     """Recompute blocks in the backward pass to save activation memory."""
     compile: bool = False

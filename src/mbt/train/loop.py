@@ -256,6 +256,9 @@ class Trainer:
         if tc.init_from and not resume and d.is_main:  # DDP copies rank 0's weights to the others
             report = _init_from_vit(self.model, tc.init_from)
             log.info("initialised from %s: %s", tc.init_from, report)
+        if tc.freeze:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith(("head.", "pre_logits.")))
         self.model.to(d.device)
         if tc.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
