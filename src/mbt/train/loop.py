@@ -3,7 +3,9 @@
 Per optimizer step: set the lr of the step, run `grad_accum_steps` micro-batches (mixup,
 forward under autocast, the official loss, backward; DDP averages the gradients on the
 last one, FSDP (`train.fsdp`) reduce-scatters them to their shards), unscale, clip by
-global norm, check the loss is finite, step. Each train log line reports the throughput
+global norm, check the loss is finite, step. The step never waits for an accelerator: loss,
+gradient norm and finiteness add up on the device and are read at log, validation and
+checkpoint steps only (docs/benchmarks.md, "GPU"). Each train log line reports the throughput
 (`examples_per_s`) and `data_wait`, the fraction of step time spent waiting for the
 DataLoader (near 0: the model never waits for data). Validation runs
 every `eval_every` steps (or every epoch) and keeps the best model; checkpoints are
