@@ -158,3 +158,27 @@ def test_training_forward_and_backward_run_on_the_meta_device(changes):
     assert out.logits.device.type == "meta"
     unused = {"bottleneck"} if cfg.fusion_layer >= cfg.num_layers else set()  # late fusion never uses them
     assert all(p.grad is not None for n, p in model.named_parameters() if n not in unused)
+
+
+def test_a_non_finite_loss_between_read_steps_stops_at_the_next_one(tmp_path, accelerator_path, monkeypatch):
+    """On accelerators the loss is read at log, validation and checkpoint steps: a NaN in
+    between stops the run at the next read step, before any checkpoint holds it."""
+    from mbt.train.checkpoint import load_checkpoint
+    from mbt.train.loop import NonFiniteLossError
+
+    calls = {"n": 0}
+    real_loss = loop.mbt_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 7 else loss  # step 7 of 12: not a read step
+
+    monkeypatch.setattr(loop, "mbt_loss", poisoned)
+    cfg = tiny_config("train.checkpoint_every=3", "train.log_every=4", "train.epochs=3")
+    trainer = Trainer(cfg, RunFolder(tmp_path), init_distributed("cpu"), resume=False, progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"step 7 \(epoch 1\).*2 non-finite step\(s\) since step 4"):
+        trainer.run()
+    assert calls["n"] == 8  # the NaN weights of step 7 make step 8 (a read step) non-finite too: stopped there
+    ck = load_checkpoint(tmp_path / "checkpoints/latest.pt")
+    assert ck["step"] == 6 and all(torch.isfinite(v).all() for v in ck["model"].values())
