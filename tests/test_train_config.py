@@ -150,3 +150,19 @@ def test_tiny_preset_is_the_demo_setting():
     cfg = preset("tiny")
     assert cfg.model.hidden_size == 64 and cfg.train.init_from is None and cfg.data.image_size == 64
     assert DemoConfig().model == cfg.model and DemoConfig().recipe == cfg.data
+
+
+def test_compile_setting_is_auto_and_compiles_on_cuda_only():
+    from mbt.train.loop import resolve_compile
+
+    cfg = ExperimentConfig()
+    assert cfg.train.compile == "auto"
+    assert resolve_compile("auto", torch.device("cpu")) is None
+    assert resolve_compile("auto", torch.device("cuda")) == "default"
+    assert resolve_compile(True, torch.device("cpu")) == "default"
+    assert resolve_compile(False, torch.device("cuda")) is None
+    assert resolve_compile("max-autotune-no-cudagraphs", torch.device("cuda")) == "max-autotune-no-cudagraphs"
+    assert cfg.override(["train.compile=true"]).train.compile is True
+    assert cfg.override(["train.compile=max-autotune-no-cudagraphs"]).train.compile == "max-autotune-no-cudagraphs"
+    with pytest.raises(ConfigError, match="compile: expected true, false, 'auto'.*got 'fastest'"):
+        cfg.override(["train.compile=fastest"])

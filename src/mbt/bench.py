@@ -163,6 +163,10 @@ class BenchConfig:
     peak, 0.4 GB of a 2.5 GB checkpointed one at paper size): measure memory with it off."""
     seed: int = 0
     """Seed of weights and inputs."""
+    sync_check: bool = False
+    """On CUDA, run two training steps after the warmup under
+    `torch.cuda.set_sync_debug_mode("error")`: any host synchronisation in the step
+    (`.item()`, `nonzero`, a copy to the host) fails them. Reported as `host_sync`."""
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -460,6 +464,7 @@ def measure_case(case: Case, bench: BenchConfig) -> dict[str, Any]:
     runner = StepRunner(case, bench, device)
     for _ in range(bench.warmup):
         runner.timed(1)
+    host_sync = sync_check(runner) if bench.sync_check and case.mode == "train" and device.type == "cuda" else None
     repeats = max(1, math.ceil(bench.min_round_s / runner.timed(1)))
     rounds = []
     for _ in range(bench.rounds):
@@ -478,9 +483,26 @@ def measure_case(case: Case, bench: BenchConfig) -> dict[str, Any]:
         steps_per_round=repeats,
         matmul_n=ref.n,
         memory=memory,
+        host_sync=host_sync,
         env={**environment(device), "device": str(device), "load_start": load_start},
     )
     return result
+
+
+def sync_check(runner: StepRunner, steps: int = 2) -> str:
+    """'none' when `steps` training steps run under `torch.cuda.set_sync_debug_mode("error")`,
+    else the error of the first operation that synchronised with the host."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(steps):
+            runner.step()
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
+    return "none"
 
 
 def summarize(case: Case, step_flops: float, matmul_flops: float, rounds: list[dict[str, float]],

@@ -28,6 +28,8 @@ from ..overrides import OverrideError, coerce, parse_value
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile` modes `train.compile` accepts."""
 SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
@@ -188,8 +190,11 @@ class TrainConfig:
     (`init_from`) gives without training it. `mbt probe` does the same on saved embeddings."""
     grad_checkpointing: bool = False
     """Recompute blocks in the backward pass to save activation memory."""
-    compile: bool = False
-    """`torch.compile` the model."""
+    compile: bool | str = "auto"
+    """`torch.compile` the model: true, false, a `torch.compile` mode ('default',
+    'max-autotune-no-cudagraphs', ...), or 'auto': compiled on CUDA (300 vs 233 clips/s
+    eager for MBT-B on an H200), eager on the CPU (where compiling costs minutes and the
+    eager CPU kernels are tuned). The first step's time, compilation included, is logged."""
     fsdp: bool = False
     """With several processes, shard the weights, gradients and optimizer state over them
     (FSDP2 `fully_shard`, one unit per encoder block) instead of replicating them (DDP):
@@ -216,6 +221,9 @@ class TrainConfig:
             raise ConfigError(f"optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp: unknown {self.amp!r}; expected one of {list(AMP_MODES)}")
+        if self.compile not in (True, False, "auto", *COMPILE_MODES):
+            raise ConfigError(f"compile: expected true, false, 'auto' or one of {list(COMPILE_MODES)}, "
+                              f"got {self.compile!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "mixup_alpha"):

@@ -74,6 +74,7 @@ def evaluate(
     modalities = dataset.modalities
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers, distributed=dist.enabled)
     sums: dict[int, list[Any]] = {}  # item -> [sum of logits, views, video id, label]
+    outputs: list[tuple[torch.Tensor, list[int], list[str], torch.Tensor]] = []
     bar = tqdm(total=len(loader), desc=desc, unit="batch", disable=not (progress and dist.is_main),
                dynamic_ncols=True, leave=False)
     try:
@@ -81,15 +82,20 @@ def evaluate(
             inputs = {m: batch[m].to(dist.device, non_blocking=True) for m in modalities}
             with autocast(dist.device, amp_dtype):
                 logits = model(inputs).logits
-            logits = logits.float().cpu().numpy().astype(np.float64)
-            for row, (index, video_id) in enumerate(zip(batch["index"].tolist(), batch["video_id"], strict=True)):
-                entry = sums.setdefault(index // views, [0.0, 0, video_id, batch["label"][row].numpy()])
-                entry[0] = entry[0] + logits[row]
-                entry[1] += 1
+            outputs.append((logits.float(), batch["index"].tolist(), batch["video_id"], batch["label"]))
             bar.update(1)
     finally:
         bar.close()
         model.train(was_training)
+    # the logits stay on the device until the pass ends: one transfer, no wait per batch
+    all_logits = torch.cat([o[0] for o in outputs]).cpu().numpy().astype(np.float64) if outputs else None
+    row = 0
+    for _, indices, video_ids, labels in outputs:
+        for i, (index, video_id) in enumerate(zip(indices, video_ids, strict=True)):
+            entry = sums.setdefault(index // views, [0.0, 0, video_id, labels[i].numpy()])
+            entry[0] = entry[0] + all_logits[row]
+            entry[1] += 1
+            row += 1
     merged: dict[int, list[Any]] = {}
     skipped: list[tuple[str, str]] = []
     for local, local_skipped in all_gather_objects((sums, loader.skipped), dist):

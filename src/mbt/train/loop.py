@@ -3,7 +3,9 @@
 Per optimizer step: set the lr of the step, run `grad_accum_steps` micro-batches (mixup,
 forward under autocast, the official loss, backward; DDP averages the gradients on the
 last one, FSDP (`train.fsdp`) reduce-scatters them to their shards), unscale, clip by
-global norm, check the loss is finite, step. Each train log line reports the throughput
+global norm, check the loss is finite, step. The step never waits for an accelerator: loss,
+gradient norm and finiteness add up on the device and are read at log, validation and
+checkpoint steps only (docs/benchmarks.md, "GPU"). Each train log line reports the throughput
 (`examples_per_s`) and `data_wait`, the fraction of step time spent waiting for the
 DataLoader (near 0: the model never waits for data). Validation runs
 every `eval_every` steps (or every epoch) and keeps the best model; checkpoints are
@@ -49,7 +51,7 @@ from tqdm.auto import tqdm
 from ..data.loader import class_balanced_weights, collate
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
-from ..models.mbt import MBT
+from ..models.mbt import MBT, host_sync_is_cheap
 from ..weights.pretrained import save_pretrained
 from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import ExperimentConfig
@@ -111,6 +113,15 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bo
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.amp: this GPU does not support bf16; use 'fp16' or 'off'")
     return torch.bfloat16, False
+
+
+def resolve_compile(setting: bool | str, device: torch.device) -> str | None:
+    """The `torch.compile` mode of `train.compile` on `device`, or None: eager."""
+    if setting == "auto":
+        return "default" if device.type == "cuda" else None
+    if setting is True:
+        return "default"
+    return setting or None
 
 
 class MetricsLog:
@@ -277,6 +288,10 @@ class Trainer:
         self.last_val: EvalResult | None = None
         self.skipped: list[tuple[str, str]] = []  # unreadable training clips (this process; rank 0: + resumed)
         self.data_wait = 0.0  # seconds spent waiting for the loader since the last log line
+        # [loss, grad_norm, non-finite steps] summed on the device since the last log line: an
+        # accelerator's queue of kernels is never drained to read them, except at read steps
+        self.sums, self.steps_in_sums = torch.zeros(3, device=d.device), 0
+        self.read_every_step = host_sync_is_cheap(d.device)
         if resume:
             self._load(folder.latest)
 
@@ -290,7 +305,8 @@ class Trainer:
                 find_unused_parameters=unused,
             )
             net = self.ddp
-        self.net = torch.compile(net) if tc.compile else net
+        self.compile_mode = resolve_compile(tc.compile, d.device)
+        self.net = net if self.compile_mode is None else torch.compile(net, mode=self.compile_mode)
         self.metrics_log = MetricsLog(folder, d.is_main)
 
     # ------------------------------------------------------------------ checkpoints
@@ -455,7 +471,12 @@ class Trainer:
                 p.grad.div_(d.world_size)
         return norm
 
-    def _train_step(self, batches: Any) -> dict[str, float]:
+    def _train_step(self, batches: Any, read: bool) -> list[float] | None:
+        """One optimizer step. Its loss, gradient norm and finiteness add up on the device;
+        with `read` (log, validation, checkpoint and final steps, or every step where host
+        reads are free) the sums since the last log line come to the host in one transfer,
+        and a non-finite loss stops the run before this step's update. Returns the sums
+        read ([loss, grad_norm, non-finite steps] over every process) or None."""
         tc, d = self.cfg.train, self.dist
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
@@ -468,29 +489,45 @@ class Trainer:
             self.skipped.extend(batch["skipped"])
             last = micro == tc.grad_accum_steps - 1
             loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica)
-        norm = self._clip()
+        norm = self._clip().float().to(d.device)
         loss = loss_sum / tc.grad_accum_steps
-        # an infinite gradient is expected now and then with fp16 scaling (the scaler skips the step)
-        bad_grad = (~torch.isfinite(norm)).float() * float(not self.scaler.is_enabled())
-        flags = torch.stack([loss.float(), (~torch.isfinite(loss)).float(), bad_grad.to(loss.device)])
-        stats = all_reduce_sum(flags, d).tolist()  # every process takes the same decision
-        grad_norm = float(norm)
-        if stats[1] > 0 or stats[2] > 0:
-            self._non_finite(stats[0] / d.world_size, grad_norm)
+        bad = ~torch.isfinite(loss)
+        if not self.scaler.is_enabled():  # with fp16 scaling an infinite gradient is expected now and then
+            bad = bad | ~torch.isfinite(norm)
+        self.sums += torch.stack([loss, norm, bad.float()])
+        self.steps_in_sums += 1
+        sums = None
+        if read or self.read_every_step:
+            sums = all_reduce_sum(self.sums.clone(), d).tolist()  # every process takes the same decision
+            if sums[2] > 0:
+                self._non_finite(sums)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"loss": stats[0] / d.world_size, "lr": lr, "grad_norm": grad_norm}
+        return sums
 
-    def _non_finite(self, loss: float, grad_norm: float) -> None:
+    def _due(self, step: int) -> tuple[bool, bool, bool]:
+        """Whether a log line, a validation and a checkpoint are due after `step` steps."""
+        tc, spe, total = self.cfg.train, self.schedule.steps_per_epoch, self.schedule.total_steps
+        validate = (step % tc.eval_every == 0) if tc.eval_every else step % spe == 0
+        return (step % tc.log_every == 0 or step == total, "val" in self.eval_sets and (validate or step == total),
+                step % tc.checkpoint_every == 0 or step == total)
+
+    def _non_finite(self, sums: list[float]) -> None:
         epoch = self.step // self.schedule.steps_per_epoch
+        first = self.step - self.steps_in_sums + 1
         where = (f"{self.folder.latest} (it is the last good state; it is kept)"
                  if self.folder.latest.exists() else "none: no checkpoint was written before this step")
+        span = "" if self.read_every_step or first == self.step else (
+            f"; {int(sums[2])} non-finite step(s) since step {first}: on accelerators the loss is read only at "
+            "log, validation and checkpoint steps, so those earlier updates were applied (never saved)")
+        mean = self.steps_in_sums * self.dist.world_size
         raise NonFiniteLossError(
-            f"non-finite training loss at step {self.step} (epoch {epoch}): loss={loss}, grad_norm={grad_norm}. "
-            f"The update was not applied and the run stopped. Last checkpoint: {where}. Try a lower train.lr, "
-            "gradient clipping (train.max_grad_norm), or train.amp='off'; resume with --resume."
+            f"non-finite training loss at step {self.step} (epoch {epoch}): loss={sums[0] / mean}, "
+            f"grad_norm={sums[1] / mean}{span}. The update was not applied and the run stopped. Last checkpoint: "
+            f"{where}. Try a lower train.lr, gradient clipping (train.max_grad_norm), or train.amp='off'; resume "
+            "with --resume."
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -545,6 +582,7 @@ class Trainer:
             self.cfg.name, self.num_examples, spe, total, tc.epochs, schedule.warmup_steps, tc.batch_size,
             d.world_size, tc.grad_accum_steps, self.micro_batch, d.device, self.amp_dtype or "off",
         )
+        log.info("model: %s", "eager" if self.compile_mode is None else f"torch.compile, mode {self.compile_mode}")
         batches: Any = None  # the stream's generator, or each epoch's loader iterator
         if self.stream:
             batches = self._stream_batches(self.step * tc.grad_accum_steps)
@@ -553,8 +591,8 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.progress and d.is_main))
-        window: list[dict[str, float]] = []
         busy, seen = 0.0, 0  # seconds spent in training steps (not evaluation) since the last log line
+        resumed_at = self.step
         try:
             while self.step < total:
                 epoch, start = divmod(self.step, spe)
@@ -563,25 +601,31 @@ class Trainer:
                     batches = iter(loader)
                 for _ in range(start, spe):
                     tic = time.perf_counter()
-                    window.append(self._train_step(batches))
+                    first = self.compile_mode is not None and self.step == resumed_at
+                    sums = self._train_step(batches, read=first or any(self._due(self.step + 1)))
                     busy += time.perf_counter() - tic
+                    if first:
+                        log.info("torch.compile (mode %s): the first step took %.1f s, compilation included",
+                                 self.compile_mode, time.perf_counter() - tic)
                     seen += tc.batch_size
                     bar.update(1)
-                    if self.step % tc.log_every == 0 or self.step == total:
-                        record = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                        record.update(lr=window[-1]["lr"], epoch=self.step / spe,
-                                      examples_per_s=seen / max(busy, 1e-9),
-                                      data_wait=self.data_wait / max(busy, 1e-9))
+                    if self._due(self.step)[0]:
+                        mean = self.steps_in_sums * d.world_size
+                        record = {"loss": sums[0] / mean, "lr": schedule.lr(self.step - 1),
+                                  "grad_norm": sums[1] / mean, "epoch": self.step / spe,
+                                  "examples_per_s": seen / max(busy, 1e-9),
+                                  "data_wait": self.data_wait / max(busy, 1e-9)}
                         self.metrics_log.write("train", self.step, record)
                         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
                         log.info("step %d/%d epoch %.2f %s", self.step, total, record["epoch"],
                                  _format(record, ("loss", "lr", "grad_norm", "examples_per_s", "data_wait")))
-                        window, busy, seen, self.data_wait = [], 0.0, 0, 0.0
-                    end_of_epoch = self.step % spe == 0
-                    due = (self.step % tc.eval_every == 0) if tc.eval_every else end_of_epoch
-                    if "val" in self.eval_sets and (due or self.step == total):
+                        busy, seen, self.data_wait = 0.0, 0, 0.0
+                        self.sums.zero_()
+                        self.steps_in_sums = 0
+                    _, validate, save = self._due(self.step)
+                    if validate:
                         self._validate()
-                    if self.step % tc.checkpoint_every == 0 or self.step == total:
+                    if save:
                         self._save()
         finally:
             bar.close()

@@ -56,6 +56,11 @@ class Schedule:
         return learning_rate(step, self.base_lr, self.warmup_steps, self.total_steps)
 
 
+FUSED_DEVICES = ("cuda",)
+"""Devices whose weights get the fused optimizer kernels: one launch per step, and (unlike
+the foreach AdamW, which reads its step counters on the host) no host synchronisation."""
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, no dampening) or AdamW; weight decay skips the parameters the model
     lists in `no_weight_decay()` (tokens, positions, norms, biases). The lr is set per
@@ -69,7 +74,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     # on GPUs one fused kernel updates every tensor (instead of a few launches per tensor)
-    fused = bool(decay + no_decay) and all(p.device.type == "cuda" for p in decay + no_decay)
+    fused = bool(decay + no_decay) and all(p.device.type in FUSED_DEVICES for p in decay + no_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, dampening=0.0,
                                fused=fused or None)
