@@ -50,6 +50,18 @@ def test_concealed_damage_is_counted(tmp_path, capsys):
     assert f"warning: {damaged}: decoded with concealed damage" in err and "corrupt frame" in out
 
 
+def test_frames_lost_without_an_error_are_counted_by_probe(tmp_path):
+    """Damaged AVI chunks are dropped by the demuxer without an error: probe finds frames missing."""
+    avi = Path(ASSETS) / "media" / "mmaction2_test_mpeg4_mp3.avi"
+    assert not probe(avi, count_frames=True).damage
+    data = bytearray(avi.read_bytes())
+    data[139188 : 139188 + 4096] = np.random.default_rng(6).bytes(4096)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    damage = probe(damaged, count_frames=True).damage
+    assert damage.decode_errors == 0 and damage.missing_frames == 3 and damage
+
+
 def test_dataset_and_loader_count_damaged_clips_once_per_file(tmp_path):
     damaged = _damaged_copy(tmp_path)
     items = [Item(str(p), (0,), start=0.0, end=4.0) for p in (H264, damaged)]

@@ -94,13 +94,17 @@ class Damage:
     """Frames the decoder flagged as corrupt (output with concealed macroblocks)."""
     first_error: str = ""
     """The first error message, as 'codec: message'."""
+    missing_frames: int = 0
+    """Frames the header announces that decoding did not find (only `probe`, which decodes
+    all: lost packets, as a damaged AVI's demuxer drops them without an error)."""
 
     def __bool__(self) -> bool:
-        return bool(self.decode_errors or self.corrupt_frames)
+        return bool(self.decode_errors or self.corrupt_frames or self.missing_frames)
 
     def __str__(self) -> str:
         first = f" (first: {self.first_error})" if self.first_error else ""
-        return f"{self.decode_errors} decode error(s), {self.corrupt_frames} corrupt frame(s){first}"
+        missing = f", {self.missing_frames} frame(s) missing" if self.missing_frames else ""
+        return f"{self.decode_errors} decode error(s), {self.corrupt_frames} corrupt frame(s){missing}{first}"
 
 
 class _DamageLog:
@@ -234,7 +238,9 @@ def probe(path: str | os.PathLike[str], count_frames: bool = False, video_stream
                     if media.vstream is not None:
                         media.reopen()  # image demuxers cannot seek back to their one frame
                         frames = log.frames(media.decode(media.vstream))
-                        info.video.decoded_frames = sum(1 for _ in frames)  # type: ignore[union-attr]
+                        v = info.video
+                        v.decoded_frames = sum(1 for _ in frames)  # type: ignore[union-attr]
+                        info.damage.missing_frames = max((v.frame_count or 0) - v.decoded_frames, 0)  # type: ignore[union-attr]
                     if media.astream is not None:
                         media.rewind()
                         frames = log.frames(media.decode(media.astream))
