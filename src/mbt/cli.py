@@ -286,7 +286,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor
 
     predictor = Predictor(args.model, device=args.device)
-    predictor.data = replace(predictor.data, video_stream=args.video_stream, audio_stream=args.audio_stream)
+    streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
+    predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
     failed = 0
     for path in args.videos:
         try:
