@@ -74,6 +74,18 @@ def test_dataset_and_loader_count_damaged_clips_once_per_file(tmp_path):
     assert [p for p, _ in loader.damaged] == [str(damaged)]
 
 
+def test_audio_only_reads_report_damage(tmp_path):
+    webm = Path(ASSETS) / "media" / "moviepy_bbb_432_433_vp8_vorbis_1s.webm"
+    data = bytearray(webm.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 512] = bytes((37 * i + 11) % 256 for i in range(512))
+    damaged = tmp_path / "damaged.webm"
+    damaged.write_bytes(bytes(data))
+    items = [Item(str(p), (0,), start=0.0, end=1.0) for p in (webm, damaged)]
+    ds = AVDataset(Annotations(items, ["a"]), CFG, "val", modalities=("spectrogram",))
+    assert ds[0]["damage"] == "" and "matroska" in ds[1]["damage"]
+
+
 # ---------------------------------------------------------------------------- not videos
 @pytest.mark.parametrize("fmt,codec", [("JPEG", "mjpeg"), ("PNG", "png")])
 def test_still_images_are_refused_and_probed(tmp_path, capsys, fmt, codec):

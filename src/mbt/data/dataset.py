@@ -229,7 +229,7 @@ class AVDataset(torch.utils.data.Dataset):
                 assert self.video_transform is not None
                 out["rgb"] = self.video_transform(clip.rgb, generator)
         else:
-            audio, out["has_audio"] = self._read_audio(item.path, audio_start)
+            audio, out["has_audio"], out["damage"] = self._read_audio(item.path, audio_start)
         if "spectrogram" in self.modalities:
             spec = log_mel(torch.as_tensor(audio), cfg)
             if self.split == "train":
@@ -238,16 +238,17 @@ class AVDataset(torch.utils.data.Dataset):
         return out
 
 
-    def _read_audio(self, path: str, start: float) -> tuple[np.ndarray, bool]:
-        """The audio window alone (audio-only files welcome); silence for a file without audio."""
+    def _read_audio(self, path: str, start: float) -> tuple[np.ndarray, bool, str]:
+        """The audio window alone (audio-only files welcome), whether the file has audio, and the
+        concealed damage met ('' if none); silence for a file without audio."""
         cfg = self.cfg
         try:
-            audio, _ = read_audio(path, start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode, cfg.audio_stream)
-            return audio, True
+            audio, info = read_audio(path, start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode, cfg.audio_stream)
+            return audio, True, str(info.damage) if info.damage else ""
         except DecodeError:
             if probe(path, audio_stream=cfg.audio_stream).has_audio:  # a real decoding failure, not a missing track
                 raise
-            return np.zeros(round(cfg.audio_seconds * cfg.sample_rate), dtype=np.float32), False
+            return np.zeros(round(cfg.audio_seconds * cfg.sample_rate), dtype=np.float32), False, ""
 
 
 class InMemoryDataset(torch.utils.data.Dataset):

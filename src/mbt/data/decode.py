@@ -203,7 +203,8 @@ class MediaInfo:
     audio_streams: list[int] = field(default_factory=list)
     """Container indices of all audio streams."""
     damage: Damage | None = None
-    """Concealed damage found by decoding everything (only with ``probe(count_frames=True)``)."""
+    """Concealed damage found by decoding: everything with ``probe(count_frames=True)``, the
+    window with `read_audio`; None otherwise."""
 
     @property
     def has_audio(self) -> bool:
@@ -350,8 +351,9 @@ def read_audio(
     audio_stream: int | None = None,
 ) -> tuple[np.ndarray, MediaInfo]:
     """Mono float32 audio of ``[start, start + seconds)`` from any media file (video or
-    audio-only), with the same alignment and padding rules as `read_clip`. Raises
-    `DecodeError` for a file without an audio stream."""
+    audio-only), with the same alignment and padding rules as `read_clip`, and the file's
+    `MediaInfo` (``damage``: what decoding the window met). Raises `DecodeError` for a file
+    without an audio stream."""
     path = os.fspath(path)
     _check_args((), start, seconds, sample_rate, pad_mode)
     with _Media(path, audio_stream=audio_stream) as media:
@@ -359,7 +361,10 @@ def read_audio(
             raise DecodeError(f"{path}: no audio stream")
         try:
             reader = _ClipReader(media, (), start, seconds, sample_rate, pad_mode, None)
-            return reader.read_audio(), media.info
+            with _DamageLog(reader.damage):
+                audio = reader.read_audio()
+            media.info.damage = reader.damage
+            return audio, media.info
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: {e}") from e
 
