@@ -9,7 +9,7 @@ from typing import Any
 
 from .augment import VideoTransform
 from .config import DataConfig
-from .decode import DecodeError, MediaInfo, probe, read_clip
+from .decode import DecodeError, MediaInfo, media_duration, probe, read_clip
 from .features import log_mel
 
 
@@ -46,8 +46,7 @@ def probe_cli(args: argparse.Namespace) -> int:
 
 def _sample_clip(path: str, info: MediaInfo, cfg: DataConfig) -> dict[str, Any]:
     """The middle clip, as evaluation would see it."""
-    duration = info.duration or (info.video.duration if info.video else None) or 0.0
-    centre = duration / 2
+    centre = media_duration(path, cfg.video_stream, cfg.audio_stream) / 2
     first = max(centre - cfg.clip_seconds / 2, 0.0)
     times = [first + k / cfg.frame_rate for k in range(cfg.num_frames)]
     audio_start = max(centre - cfg.audio_seconds / 2, 0.0)
