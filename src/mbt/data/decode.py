@@ -89,7 +89,7 @@ class Damage:
     """What FFmpeg reported while decoding: damage it concealed rather than failed on."""
 
     decode_errors: int = 0
-    """Error messages logged by the decoders."""
+    """Error messages FFmpeg logged while reading (decoders and demuxer)."""
     corrupt_frames: int = 0
     """Frames the decoder flagged as corrupt (output with concealed macroblocks)."""
     first_error: str = ""
@@ -108,23 +108,25 @@ class Damage:
 
 
 class _DamageLog:
-    """Counts decoder errors (FFmpeg's log, captured in this thread) and corrupt frames while
-    active; raises FFmpeg's log level to errors for that time if it was off."""
+    """Counts FFmpeg's error messages (its log, captured in this thread) and corrupt frames
+    while active; PyAV's log level is raised to errors for that time if it was lower (PyAV
+    ignores FFmpeg's log by default)."""
 
     def __init__(self, damage: Damage):
         self.damage = damage
+        self.capture = av.logging.Capture()
 
     def __enter__(self) -> _DamageLog:
         self.level = av.logging.get_level()
-        if self.level is None or self.level < av.logging.ERROR:
+        self.raised = self.level is None or self.level < av.logging.ERROR
+        if self.raised:
             av.logging.set_level(av.logging.ERROR)
-        self.capture = av.logging.Capture()
         self.logs = self.capture.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.capture.__exit__(*exc)
-        if self.level is None or self.level < av.logging.ERROR:
+        if self.raised:
             av.logging.set_level(self.level)
         errors = [f"{name}: {msg.strip()}" for level, name, msg in self.logs if level <= av.logging.ERROR]
         self.damage.decode_errors += len(errors)
