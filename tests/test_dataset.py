@@ -256,7 +256,7 @@ class _Raising(torch.utils.data.Dataset):
         _, index = key
         if index == 2:
             raise ClipError(f"/data/clips/video_{index}.mp4: cannot read the clip: moov atom not found")
-        if index == 3 and os.environ.get("MBT_TEST_KILL_WORKER"):
+        if index == 1 and os.environ.get("MBT_TEST_KILL_WORKER"):  # before index 2 raises
             os._exit(1)
         return {"x": torch.tensor([index])}
 

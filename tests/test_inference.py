@@ -115,3 +115,16 @@ def test_cli(model_dir, tmp_path, capsys):
 def test_data_config_travels_with_the_model(model_dir):
     assert mbt.Predictor(model_dir).data == _demo_data()
     assert isinstance(mbt.Predictor(mbt.MBT(_demo_model())).data, DataConfig)
+
+
+def test_cli_damaged_still_dateless_and_directory_inputs(model_dir, tmp_path, capsys):
+    from .test_media_damage import _damaged_copy, write_live_webm
+
+    damaged = _damaged_copy(tmp_path)
+    assert main(["predict", str(damaged), "--model", str(model_dir), "--clips", "1"]) == 0
+    assert f"warning: {damaged}: decoded with concealed damage" in capsys.readouterr().err
+    no_duration = write_live_webm(tmp_path / "no_duration.webm")
+    assert main(["predict", str(no_duration), "--model", str(model_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_clips"] >= 1
+    assert main(["predict", str(tmp_path), "--model", str(model_dir)]) == 1
+    assert "is a directory" in capsys.readouterr().err

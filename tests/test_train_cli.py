@@ -102,6 +102,12 @@ def test_corrupt_files_stop_or_are_skipped_and_counted(videos, tmp_path, capsys)
     config = write_config(_video_config(root, "train.batch_size=3", "train.epochs=1"), tmp_path / "cfg.yaml")
     assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "strict"), "--no-progress"]) == 1
     assert "broken.mp4" in capsys.readouterr().err
+    # from a data-loader worker: the library's one-line message, not the worker's traceback
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "workers"), "--no-progress",
+                 "--set", "train.num_workers=1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mbt train: error: ") and "broken.mp4 (annotation " in err.splitlines()[0]
+    assert "Traceback" not in err
     assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "skip"), "--no-progress",
                  "--set", "dataset.skip_bad=true"]) == 0
     results = json.loads((tmp_path / "skip/results.json").read_text())

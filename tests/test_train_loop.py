@@ -86,15 +86,23 @@ def test_skipped_clips_are_counted_and_empty_batches_survive(tmp_path):
     trainer = _trainer(cfg, tmp_path / "some")
     data = trainer.train_set
 
+    damaged = {1, 4}
+
     class Broken(type(data)):
         def __getitem__(self, key):
             index = key[1]
-            return SkippedItem(index, f"video{index}.mp4", "broken") if index in bad else super().__getitem__(key)
+            if index in bad:
+                return SkippedItem(index, f"video{index}.mp4", "broken")
+            damage = "2 decode error(s), 1 corrupt frame(s)" if index in damaged else ""
+            return {**super().__getitem__(key), "path": f"video{index}.mp4", "damage": damage}
 
     data.__class__ = Broken
     results = trainer.run()
-    assert results["skipped"]["train_clips_unreadable"] == 2 * len(bad)  # each item once per epoch
-    assert f"skipped {2 * len(bad)} unreadable training clips" in (tmp_path / "some/log.txt").read_text()
+    assert results["skipped"]["train_clips_unreadable"] == len(bad)  # once per file, not per epoch
+    assert results["skipped"]["train_clips_damaged"] == len(damaged)
+    log_text = (tmp_path / "some/log.txt").read_text()
+    assert f"skipped {len(bad)} unreadable training clips" in log_text
+    assert "used 2 training clips decoded with concealed damage; first: video" in log_text
 
     bad = set(range(32))  # every micro-batch empty: zero-weight steps, nothing learnt, nothing crashes
     trainer = _trainer(tiny_config("train.batch_size=4", "train.epochs=1"), tmp_path / "all")

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 
@@ -102,7 +103,15 @@ def _add_data_probe(dsub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("probe", help="what decoding finds in video files, and one sampled clip's shapes")
     s.add_argument("videos", nargs="+", metavar="VIDEO")
     s.add_argument("--json", action="store_true")
+    _add_stream_options(s)
     s.set_defaults(func=_run_data_probe)
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video-stream", type=int, metavar="N",
+                   help="container index of the video stream to read (default: the default one, else the first)")
+    p.add_argument("--audio-stream", type=int, metavar="N",
+                   help="container index of the audio stream to read (default: the default one, else the first)")
 
 
 def _run_data_probe(args: argparse.Namespace) -> int:
@@ -277,6 +286,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, help="clips per video (default: enough to cover it, >= num_test_clips)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_stream_options(p)
     p.set_defaults(func=_run_predict)
 
 
@@ -284,6 +294,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor
 
     predictor = Predictor(args.model, device=args.device)
+    streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
+    predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
     failed = 0
     for path in args.videos:
         try:
@@ -292,6 +304,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{path}: error: {e}", file=sys.stderr)
             continue
+        if pred.damage:
+            print(f"warning: {path}: decoded with concealed damage: {pred.damage}", file=sys.stderr)
         if args.json:
             print(json.dumps(pred.to_dict()))
             continue

@@ -22,7 +22,7 @@ import torch
 from .data.annotations import Annotations, Item
 from .data.config import DataConfig
 from .data.dataset import AVDataset
-from .data.decode import probe
+from .data.decode import DecodeError, media_duration
 from .models.mbt import MBT
 from .weights.pretrained import load_data_config, load_pretrained
 
@@ -39,12 +39,15 @@ class Prediction:
     """Modalities the prediction used."""
     note: str = ""
     """What the prediction could not use (e.g. a missing audio track)."""
+    damage: str = ""
+    """Concealed damage met decoding the clips (FFmpeg errors, corrupt frames); '' if none."""
     scores: np.ndarray | None = field(default=None, repr=False)
     """All class probabilities."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "top": [{"label": n, "probability": round(p, 6)} for n, p in self.top],
-                "num_clips": self.num_clips, "modalities": list(self.modalities), "note": self.note}
+                "num_clips": self.num_clips, "modalities": list(self.modalities), "note": self.note,
+                "damage": self.damage}
 
 
 class Predictor:
@@ -65,17 +68,19 @@ class Predictor:
     # ------------------------------------------------------------------ clips
     def num_clips(self, path: str) -> int:
         """Clips that cover the file (non-overlapping windows), within [num_test_clips, max_clips]."""
-        duration = probe(path).duration or 0.0
+        duration = media_duration(path, self.data.video_stream, self.data.audio_stream)
         window = max(self.data.clip_seconds if "rgb" in self.model.config.modalities else 0.0,
                      self.data.audio_seconds if "spectrogram" in self.model.config.modalities else 0.0)
         covering = math.ceil(duration / window) if window > 0 else 1
         return max(1, min(self.max_clips, max(self.data.num_test_clips, covering)))
 
     def clips(self, path: str, num_clips: int | None = None) -> dict[str, Any]:
-        """All clips of a file as one batch: the model's inputs plus `has_audio` [N]."""
+        """All clips of a file as one batch: the model's inputs plus `has_audio` [N] and `damage`
+        (the clips' concealed damage, '' if none)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file")
+            raise DecodeError(f"{path}: is a directory, not a video file" if os.path.isdir(path)
+                              else f"{path}: no such file")
         n = num_clips or self.num_clips(path)
         cfg = replace(self.data, num_test_clips=n, num_test_crops=1)
         annotations = Annotations([Item(path, (), video_id=path)], self.class_names)
@@ -83,6 +88,7 @@ class Predictor:
         items = [dataset[i] for i in range(len(dataset))]
         batch: dict[str, Any] = {m: torch.stack([it[m] for it in items]) for m in self.model.config.modalities}
         batch["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
+        batch["damage"] = "; ".join(dict.fromkeys(it["damage"] for it in items if it["damage"]))
         return batch
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -114,7 +120,7 @@ class Predictor:
         probs = self._probabilities(self.model(inputs).logits.float().mean(0))
         order = probs.argsort(descending=True)[:topk].tolist()
         return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order], len(batch["has_audio"]),
-                          tuple(inputs), note, probs.numpy())
+                          tuple(inputs), note, batch["damage"], probs.numpy())
 
     @torch.no_grad()
     def embed(self, path: str, num_clips: int | None = None) -> dict[str, np.ndarray]:

@@ -49,6 +49,12 @@ class DataConfig:
     pad_mode: str = "loop"
     """How a clip shorter than its window is filled: 'loop' repeats the media cyclically
     (Scenic's behaviour), 'zeros' pads audio with silence and repeats the last frame."""
+    video_stream: int | None = None
+    """Container index of the video stream to read; None: the one marked default, else the
+    first."""
+    audio_stream: int | None = None
+    """Container index of the audio stream to read; None: the one marked default, else the
+    first."""
 
     # ---- training augmentation (spec §4.2, §4.3)
     scale_jitter: tuple[float, float] = (0.9, 1.33)

@@ -26,7 +26,9 @@ Randomness (train centre, augmentation, SpecAugment) comes from a `torch.Generat
 loader passes the epoch with each index (`mbt.data.loader`); `set_epoch` serves direct indexing.
 
 A file that cannot be decoded raises `ClipError` naming it and the cause; with `skip_bad=True` the
-item comes back as a `SkippedItem`, which the loader's collate removes and counts. Items whose file is
+item comes back as a `SkippedItem`, which the loader's collate removes and counts (once per file). A
+clip decoded with concealed damage (FFmpeg errors, corrupt frames) is used, and its item says so in
+`damage` (empty when clean), which the loader and the trainer count per file. Items whose file is
 missing raise at construction, or with `skip_bad` are dropped and listed in `dropped`.
 """
 
@@ -45,7 +47,7 @@ import torch
 from .annotations import AnnotationError, Annotations, Item
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig
-from .decode import DecodeError, probe, read_audio, read_clip
+from .decode import DecodeError, media_duration, probe, read_audio, read_clip
 from .features import LogMelStats, log_mel
 
 Split = Literal["train", "val", "test"]
@@ -137,15 +139,13 @@ class AVDataset(torch.utils.data.Dataset):
         return max(spans)
 
     def segment(self, item: Item) -> tuple[float, float]:
-        """[start, end] of the item in file time; the file duration is probed when no end is given."""
+        """[start, end] of the item in file time; the file's duration (`decode.media_duration`) when
+        no end is given."""
         start = item.start or 0.0
         if item.end is not None:
             return start, item.end
         if item.path not in self._durations:
-            duration = probe(item.path).duration
-            if duration is None or duration <= 0:
-                raise DecodeError(f"{item.path}: unknown or zero duration")
-            self._durations[item.path] = float(duration)
+            self._durations[item.path] = media_duration(item.path, self.cfg.video_stream, self.cfg.audio_stream)
         return start, self._durations[item.path]
 
     def clip_centre(self, item: Item, view: int, generator: torch.Generator) -> float:
@@ -173,7 +173,8 @@ class AVDataset(torch.utils.data.Dataset):
         - `spectrogram`: float32 [T_spec, F], normalised (if 'spectrogram' in modalities),
         - `label`: float32 [num_classes] multi-hot (EPIC: noun one-hot then verb one-hot),
         - `label_index`: the class for single-label datasets, else -1,
-        - `has_audio`, `video_id`, `clip_index` (test view k, else 0), `index`.
+        - `has_audio`, `video_id`, `clip_index` (test view k, else 0), `index`, `path`,
+        - `damage`: concealed damage met decoding the clip ('' when none; `decode.Damage`).
         """
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         if not 0 <= index < len(self):
@@ -198,6 +199,7 @@ class AVDataset(torch.utils.data.Dataset):
             video_id=item.video_id,
             clip_index=view,
             index=index,
+            path=item.path,
         )
         return sample
 
@@ -205,7 +207,7 @@ class AVDataset(torch.utils.data.Dataset):
         cfg = self.cfg
         centre = self.clip_centre(item, view, generator)
         audio_start = max(centre - cfg.audio_seconds / 2, 0.0)
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"damage": ""}
         if "rgb" in self.modalities:
             clip = read_clip(
                 item.path,
@@ -216,15 +218,18 @@ class AVDataset(torch.utils.data.Dataset):
                 pad_mode=cfg.pad_mode,
                 resize_short_side=cfg.min_resize,
                 shrink_only=True,  # the transforms resize anyway: never upscale in FFmpeg
+                video_stream=cfg.video_stream,
+                audio_stream=cfg.audio_stream,
             )
             audio, out["has_audio"] = clip.audio, bool(clip.has_audio)
+            out["damage"] = str(clip.damage) if clip.damage else ""
             if self.split == "test":
                 out["rgb"] = test_crops(clip.rgb, cfg)[view % cfg.num_test_crops]
             else:
                 assert self.video_transform is not None
                 out["rgb"] = self.video_transform(clip.rgb, generator)
         else:
-            audio, out["has_audio"] = self._read_audio(item.path, audio_start)
+            audio, out["has_audio"], out["damage"] = self._read_audio(item.path, audio_start)
         if "spectrogram" in self.modalities:
             spec = log_mel(torch.as_tensor(audio), cfg)
             if self.split == "train":
@@ -233,16 +238,17 @@ class AVDataset(torch.utils.data.Dataset):
         return out
 
 
-    def _read_audio(self, path: str, start: float) -> tuple[np.ndarray, bool]:
-        """The audio window alone (audio-only files welcome); silence for a file without audio."""
+    def _read_audio(self, path: str, start: float) -> tuple[np.ndarray, bool, str]:
+        """The audio window alone (audio-only files welcome), whether the file has audio, and the
+        concealed damage met ('' if none); silence for a file without audio."""
         cfg = self.cfg
         try:
-            audio, _ = read_audio(path, start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode)
-            return audio, True
+            audio, info = read_audio(path, start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode, cfg.audio_stream)
+            return audio, True, str(info.damage) if info.damage else ""
         except DecodeError:
-            if probe(path).has_audio:  # a real decoding failure, not a missing track
+            if probe(path, audio_stream=cfg.audio_stream).has_audio:  # a real decoding failure, not a missing track
                 raise
-            return np.zeros(round(cfg.audio_seconds * cfg.sample_rate), dtype=np.float32), False
+            return np.zeros(round(cfg.audio_seconds * cfg.sample_rate), dtype=np.float32), False, ""
 
 
 class InMemoryDataset(torch.utils.data.Dataset):
@@ -264,7 +270,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
             for i in range(batch["batch_size"]):
                 self.items.append({k: (v[i] if isinstance(v, (torch.Tensor, list)) else v)
                                    for k, v in batch.items() if k not in ("batch_size", "skipped")})
-        self.skipped = loader.skipped
+        self.skipped, self.damaged = loader.skipped, loader.damaged
 
     def with_modalities(self, modalities: Sequence[str]) -> InMemoryDataset:
         """A view of the same items that gives only `modalities`."""

@@ -19,8 +19,14 @@ Conventions (all times in seconds):
   audio with silence.
 * Rotation (display-matrix side data, or the legacy ``rotate`` tag) is applied to the
   frames in multiples of 90°; mirror flips in the matrix are ignored.
-* Any file that cannot be read (missing, empty, not media, truncated, no decodable frame)
-  raises `DecodeError` naming the file and the cause.
+* Any file that cannot be read (missing, a directory, empty, not media, truncated, no
+  decodable frame) raises `DecodeError` naming the file and the cause; so does a still image
+  (JPEG, PNG, ...: an image demuxer) given to `read_clip`, which is no video.
+* Damage that FFmpeg conceals (a decoder that logs errors and outputs repaired or corrupt
+  frames) is counted, not hidden: `Clip.damage` and, with ``count_frames``, `MediaInfo.damage`.
+* Streams: the video and audio streams marked default by the container, else the first of
+  each kind (cover pictures left out); ``video_stream`` / ``audio_stream`` pick one by its
+  container index.
 
 Only what a clip needs is decoded: the frames and the audio are read in separate runs, each
 from its own seek point (`_ClipReader._seek_target` has the policy), and the GOPs before
@@ -45,9 +51,11 @@ import numpy as np
 __all__ = [
     "AudioStreamInfo",
     "Clip",
+    "Damage",
     "DecodeError",
     "MediaInfo",
     "VideoStreamInfo",
+    "media_duration",
     "probe",
     "read_audio",
     "read_clip",
@@ -76,10 +84,65 @@ class DecodeError(RuntimeError):
     """A media file could not be decoded; the message names the file and the cause."""
 
 
+@dataclass
+class Damage:
+    """What FFmpeg reported while decoding: damage it concealed rather than failed on."""
+
+    decode_errors: int = 0
+    """Error messages FFmpeg logged while reading (decoders and demuxer)."""
+    corrupt_frames: int = 0
+    """Frames the decoder flagged as corrupt (output with concealed macroblocks)."""
+    first_error: str = ""
+    """The first error message, as 'codec: message'."""
+    missing_frames: int = 0
+    """Frames the header announces that decoding did not find (only `probe`, which decodes
+    all: lost packets, as a damaged AVI's demuxer drops them without an error)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.decode_errors or self.corrupt_frames or self.missing_frames)
+
+    def __str__(self) -> str:
+        first = f" (first: {self.first_error})" if self.first_error else ""
+        missing = f", {self.missing_frames} frame(s) missing" if self.missing_frames else ""
+        return f"{self.decode_errors} decode error(s), {self.corrupt_frames} corrupt frame(s){missing}{first}"
+
+
+class _DamageLog:
+    """Counts FFmpeg's error messages (its log, captured in this thread) and corrupt frames
+    while active; PyAV's log level is raised to errors for that time if it was lower (PyAV
+    ignores FFmpeg's log by default)."""
+
+    def __init__(self, damage: Damage):
+        self.damage = damage
+        self.capture = av.logging.Capture()
+
+    def __enter__(self) -> _DamageLog:
+        self.level = av.logging.get_level()
+        self.raised = self.level is None or self.level < av.logging.ERROR
+        if self.raised:
+            av.logging.set_level(av.logging.ERROR)
+        self.logs = self.capture.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.capture.__exit__(*exc)
+        if self.raised:
+            av.logging.set_level(self.level)
+        errors = [f"{name}: {msg.strip()}" for level, name, msg in self.logs if level <= av.logging.ERROR]
+        self.damage.decode_errors += len(errors)
+        if errors and not self.damage.first_error:
+            self.damage.first_error = errors[0]
+
+    def frames(self, frames: Any) -> Iterator[Any]:
+        for frame in frames:
+            self.damage.corrupt_frames += frame.is_corrupt
+            yield frame
+
+
 # ---------------------------------------------------------------------------- probe
 @dataclass
 class VideoStreamInfo:
-    """The default video stream as the container describes it."""
+    """The video stream taken, as the container describes it."""
 
     index: int
     """Stream index in the container."""
@@ -104,7 +167,7 @@ class VideoStreamInfo:
 
 @dataclass
 class AudioStreamInfo:
-    """The default audio stream as the container describes it."""
+    """The audio stream taken, as the container describes it."""
 
     index: int
     """Stream index in the container."""
@@ -132,9 +195,18 @@ class MediaInfo:
     start_time: float
     """Container start time (s); the origin of all clip times."""
     video: VideoStreamInfo | None
-    """The default video stream; None for an audio-only file."""
+    """The video stream taken (module docstring); None for an audio-only file."""
     audio: AudioStreamInfo | None
-    """The default audio stream; None for a file without audio."""
+    """The audio stream taken; None for a file without audio."""
+    still_image: bool = False
+    """An image file (image demuxer: JPEG, PNG, ...), which `read_clip` refuses."""
+    video_streams: list[int] = field(default_factory=list)
+    """Container indices of all video streams (cover pictures excluded)."""
+    audio_streams: list[int] = field(default_factory=list)
+    """Container indices of all audio streams."""
+    damage: Damage | None = None
+    """Concealed damage found by decoding: everything with ``probe(count_frames=True)``, the
+    window with `read_audio`; None otherwise."""
 
     @property
     def has_audio(self) -> bool:
@@ -146,14 +218,16 @@ class MediaInfo:
         return out
 
 
-def probe(path: str | os.PathLike[str], count_frames: bool = False) -> MediaInfo:
-    """Describe the default video and audio streams of ``path``.
+def probe(path: str | os.PathLike[str], count_frames: bool = False, video_stream: int | None = None,
+          audio_stream: int | None = None) -> MediaInfo:
+    """Describe the video and audio streams taken from ``path`` (module docstring).
 
     Decodes the first video frame (to read its rotation and prove the file decodes); with
-    ``count_frames`` it decodes everything and fills ``decoded_frames`` / ``decoded_samples``.
+    ``count_frames`` it decodes everything and fills ``decoded_frames`` / ``decoded_samples``
+    and ``damage``.
     """
     path = os.fspath(path)
-    with _Media(path) as media:
+    with _Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
         info = media.info
         try:
             if media.vstream is not None:
@@ -161,15 +235,44 @@ def probe(path: str | os.PathLike[str], count_frames: bool = False) -> MediaInfo
                 if first is None:
                     raise DecodeError(f"{path}: the video stream has no decodable frame")
                 info.video.rotation = _rotation(first, media.vstream)  # type: ignore[union-attr]
-            if count_frames and media.vstream is not None:
-                media.rewind()
-                info.video.decoded_frames = sum(1 for _ in media.decode(media.vstream))  # type: ignore[union-attr]
-            if count_frames and media.astream is not None:
-                media.rewind()
-                info.audio.decoded_samples = sum(f.samples for f in media.decode(media.astream))  # type: ignore[union-attr]
+            if count_frames:
+                info.damage = Damage()
+                with _DamageLog(info.damage) as log:
+                    if media.vstream is not None:
+                        media.reopen()  # image demuxers cannot seek back to their one frame
+                        frames = log.frames(media.decode(media.vstream))
+                        v = info.video
+                        v.decoded_frames = sum(1 for _ in frames)  # type: ignore[union-attr]
+                        info.damage.missing_frames = max((v.frame_count or 0) - v.decoded_frames, 0)  # type: ignore[union-attr]
+                    if media.astream is not None:
+                        media.rewind()
+                        frames = log.frames(media.decode(media.astream))
+                        info.audio.decoded_samples = sum(f.samples for f in frames)  # type: ignore[union-attr]
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: {e}") from e
     return info
+
+
+def media_duration(path: str | os.PathLike[str], video_stream: int | None = None,
+                   audio_stream: int | None = None) -> float:
+    """Length of the media (s): the container's duration, else the longest of its streams'
+    (header), else the end of the last packet of the streams taken (a demux pass, nothing
+    decoded), for files that store none (live WebM/Matroska). Raises `DecodeError` when
+    there is none or it is zero."""
+    path = os.fspath(path)
+    with _Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
+        info = media.info
+        streams = [s for s in (info.video, info.audio) if s is not None]
+        duration = info.duration or max((s.duration or 0.0 for s in streams), default=0.0)
+        if not duration:
+            try:
+                duration = _packets_end(media, [s for s in (media.vstream, media.astream) if s is not None]) or 0.0
+            except av.FFmpegError as e:
+                raise DecodeError(f"{path}: {e}") from e
+    if not duration > 0:
+        raise DecodeError(f"{path}: unknown or zero duration (neither the container, the streams nor "
+                          "the packets give one)")
+    return float(duration)
 
 
 # ---------------------------------------------------------------------------- clips
@@ -189,6 +292,8 @@ class Clip:
     """Rate of ``audio``."""
     info: MediaInfo
     """What the container says (rotation as found on the frames)."""
+    damage: Damage = field(default_factory=Damage)
+    """Concealed damage met while decoding this clip (FFmpeg errors, corrupt frames)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Decoding facts for diagnostics: 'seeked' (bool), 'passes' (demux runs),
     'video_packets_decoded', 'audio_packets_decoded' (work done, over all passes)."""
@@ -205,6 +310,8 @@ def read_clip(
     *,
     shrink_only: bool = False,
     threads: int = 1,
+    video_stream: int | None = None,
+    audio_stream: int | None = None,
 ) -> Clip:
     """Decode the frames shown at ``frame_times`` and the audio window starting at
     ``audio_start`` (see the module docstring for the conventions).
@@ -215,19 +322,24 @@ def read_clip(
     that length are left as they are (for training, where `VideoTransform` resizes its
     crop anyway and an upscale here would only cost time). ``threads`` is the video
     decoder's thread count (1 suits data-loader workers, one per core; 0 lets FFmpeg
-    choose).
+    choose). ``video_stream`` / ``audio_stream`` pick streams by container index.
     """
     path = os.fspath(path)
     _check_args(frame_times, audio_start, audio_seconds, sample_rate, pad_mode)
     if resize_short_side is not None and resize_short_side < 1:
         raise ValueError(f"resize_short_side must be >= 1, got {resize_short_side}")
-    with _Media(path, threads) as media:
+    with _Media(path, threads, video_stream, audio_stream) as media:
         if media.vstream is None:
             raise DecodeError(f"{path}: no video stream (use read_audio for audio-only files)")
+        if media.info.still_image:
+            raise DecodeError(f"{path}: a still image ({media.info.video.codec}), not a video; "  # type: ignore[union-attr]
+                              "mbt reads video files (make a video of it first, e.g. "
+                              "ffmpeg -loop 1 -i IMAGE -t 1 out.mp4)")
         try:
             reader = _ClipReader(media, frame_times, audio_start, audio_seconds, sample_rate, pad_mode,
                                  _Converter(resize_short_side, shrink_only))
-            return reader.read()
+            with _DamageLog(reader.damage):
+                return reader.read()
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: {e}") from e
 
@@ -238,18 +350,23 @@ def read_audio(
     seconds: float,
     sample_rate: int = 16000,
     pad_mode: str = "loop",
+    audio_stream: int | None = None,
 ) -> tuple[np.ndarray, MediaInfo]:
     """Mono float32 audio of ``[start, start + seconds)`` from any media file (video or
-    audio-only), with the same alignment and padding rules as `read_clip`. Raises
-    `DecodeError` for a file without an audio stream."""
+    audio-only), with the same alignment and padding rules as `read_clip`, and the file's
+    `MediaInfo` (``damage``: what decoding the window met). Raises `DecodeError` for a file
+    without an audio stream."""
     path = os.fspath(path)
     _check_args((), start, seconds, sample_rate, pad_mode)
-    with _Media(path) as media:
+    with _Media(path, audio_stream=audio_stream) as media:
         if media.astream is None:
             raise DecodeError(f"{path}: no audio stream")
         try:
             reader = _ClipReader(media, (), start, seconds, sample_rate, pad_mode, None)
-            return reader.read_audio(), media.info
+            with _DamageLog(reader.damage):
+                audio = reader.read_audio()
+            media.info.damage = reader.damage
+            return audio, media.info
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: {e}") from e
 
@@ -271,17 +388,23 @@ def _check_args(frame_times: Sequence[float], audio_start: float, audio_seconds:
 
 
 class _Media:
-    """An open media file with its default streams; it can start over from the beginning
+    """An open media file with the streams taken; it can start over from the beginning
     (seek to 0, or reopen where the format cannot seek, e.g. raw elementary streams)."""
 
-    def __init__(self, path: str, threads: int = 1):
+    def __init__(self, path: str, threads: int = 1, video_stream: int | None = None,
+                 audio_stream: int | None = None):
+        if os.path.isdir(path):
+            raise DecodeError(f"{path}: is a directory, not a media file")
         if not os.path.exists(path):
             raise DecodeError(f"{path}: no such file")
         if os.path.getsize(path) == 0:
             raise DecodeError(f"{path}: empty file (0 bytes)")
         self.path, self.threads = path, threads
+        self.chosen = (video_stream, audio_stream)
         self._open()
         self.info = _header_info(self.container, self.vstream, self.astream, path)
+        self.info.video_streams = [s.index for s in self.videos]
+        self.info.audio_streams = [s.index for s in self.container.streams.audio]
         self.origin = self.info.start_time
         self.fresh = True
 
@@ -290,9 +413,10 @@ class _Media:
             self.container = av.open(self.path, metadata_errors="ignore")
         except (av.FFmpegError, OSError, ValueError) as e:
             raise DecodeError(f"{self.path}: cannot open as media: {e}") from e
-        self.vstream = self.container.streams.best("video")
-        related = self.container.streams.best("audio", related=self.vstream) if self.vstream else None
-        self.astream = related or self.container.streams.best("audio")
+        streams = self.container.streams
+        self.videos = [s for s in streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        self.vstream = _choose(self.videos, self.chosen[0], "video", streams, self.path)
+        self.astream = _choose(list(streams.audio), self.chosen[1], "audio", streams, self.path)
         if self.vstream is not None:
             cc = self.vstream.codec_context
             cc.thread_count = self.threads
@@ -310,8 +434,12 @@ class _Media:
         try:
             self.container.seek(0)
         except av.FFmpegError:
-            self.container.close()
-            self._open()
+            self.reopen()
+        self.fresh = True
+
+    def reopen(self) -> None:
+        self.container.close()
+        self._open()
         self.fresh = True
 
     def seek(self, seconds: float, stream: Any) -> None:
@@ -331,6 +459,37 @@ class _Media:
     def stream_start(self, stream: Any) -> float:
         start = _seconds(stream.start_time, stream.time_base)
         return (start - self.origin) if start is not None else 0.0
+
+
+def _choose(candidates: list[Any], index: int | None, kind: str, streams: Any, path: str) -> Any:
+    """The stream of container index ``index`` (which must be of ``kind``), else the one
+    marked default, else the first; None if there is none of that kind."""
+    if index is not None:
+        chosen = next((s for s in candidates if s.index == index), None)
+        if chosen is None:
+            found = ", ".join(f"{s.index} ({s.type})" for s in streams) or "none"
+            raise DecodeError(f"{path}: no {kind} stream with index {index} (streams: {found})")
+        return chosen
+    default = [s for s in candidates if s.disposition & av.stream.Disposition.default]
+    return (default or candidates or [None])[0]
+
+
+def _packets_end(media: _Media, streams: list[Any]) -> float | None:
+    """End time (clip time) of the last packet of ``streams``, by demuxing; packets without
+    timestamps (raw elementary streams) count one frame period each."""
+    media.rewind()
+    end, count = None, 0
+    for packet in media.demux(*streams):
+        if packet.size == 0:
+            continue
+        count += 1
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None:
+            t = float((ts + (packet.duration or 0)) * packet.stream.time_base) - media.origin
+            end = t if end is None else max(end, t)
+    if end is None and count and media.vstream is not None:
+        end = count * _frame_period(media.vstream)
+    return end
 
 
 def _seconds(ts: int | None, time_base: Fraction | None) -> float | None:
@@ -367,8 +526,9 @@ def _header_info(container: Any, vstream: Any, astream: Any, path: str) -> Media
         raise DecodeError(f"{path}: no video or audio stream")
     duration = container.duration / av.time_base if container.duration is not None else None
     start = container.start_time / av.time_base if container.start_time is not None else 0.0
-    return MediaInfo(path=path, format=container.format.name, duration=duration, start_time=start,
-                     video=video, audio=audio)
+    fmt = container.format.name
+    return MediaInfo(path=path, format=fmt, duration=duration, start_time=start, video=video, audio=audio,
+                     still_image=fmt == "image2" or fmt.endswith("_pipe"))
 
 
 def _legacy_rotation(stream: Any) -> int:
@@ -564,6 +724,7 @@ class _ClipReader:
         self.seeked = self.audio_seeked = False
         self.passes = 0
         self.decoded = {"video_packets_decoded": 0, "audio_packets_decoded": 0}
+        self.damage = Damage()
         self.picker: _FramePicker | None = None
         self.sink: _AudioSink | None = None
 
@@ -579,22 +740,8 @@ class _ClipReader:
         return self._scan_video_end()
 
     def _scan_video_end(self) -> float | None:
-        """End time of the video from its packets (demux only, no decoding); packets without
-        timestamps (raw elementary streams) count one frame period each."""
-        media, vstream = self.media, self.media.vstream
-        media.rewind()
-        end, count = None, 0
-        for packet in media.demux(vstream):
-            if packet.size == 0:
-                continue
-            count += 1
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is not None:
-                t = float((ts + (packet.duration or 0)) * vstream.time_base) - media.origin
-                end = t if end is None else max(end, t)
-        if end is None and count:
-            end = count * _frame_period(vstream)
-        return end
+        """End time of the video from its packets (demux only, no decoding)."""
+        return _packets_end(self.media, [self.media.vstream])
 
     def _audio_wraps(self) -> bool:
         """Whether the audio window runs past the end of the track (by the header), so that
@@ -642,7 +789,7 @@ class _ClipReader:
             shown = np.zeros(0, dtype=np.float64)
         audio = self._audio_window() if self.want_audio else np.zeros(self.a_len, dtype=np.float32)
         return Clip(rgb=rgb, audio=audio, has_audio=self.media.astream is not None, frame_times=shown,
-                    sample_rate=self.sample_rate, info=self.info,
+                    sample_rate=self.sample_rate, info=self.info, damage=self.damage,
                     extra={"seeked": self.seeked, "passes": self.passes, **self.decoded})
 
     def read_audio(self) -> np.ndarray:
@@ -709,8 +856,9 @@ class _ClipReader:
             media.seek(seek_to, media.vstream if picker is not None else media.astream)
             self.seeked = True
         check = seek_to is not None
-        video = _VideoFeed(media, picker, check) if picker is not None else None
-        audio = _AudioFeed(media, sink, self.sample_rate, self._audio_gap(sink), audio_stop, check) if sink else None
+        video = _VideoFeed(media, picker, check, self.damage) if picker is not None else None
+        audio = (_AudioFeed(media, sink, self.sample_rate, self._audio_gap(sink), audio_stop, check, self.damage)
+                 if sink else None)
         streams = [f.stream for f in (video, audio) if f is not None]
         try:
             return self._run(media, picker, sink, video, audio, streams)
@@ -774,8 +922,8 @@ class _VideoFeed:
     and dropped undecoded when a later keyframe still precedes that time: decoding starts
     at the last keyframe before the clip even when the demuxer started earlier."""
 
-    def __init__(self, media: _Media, picker: _FramePicker, check_overshoot: bool):
-        self.media, self.picker = media, picker
+    def __init__(self, media: _Media, picker: _FramePicker, check_overshoot: bool, damage: Damage):
+        self.media, self.picker, self.damage = media, picker, damage
         self.stream = media.vstream
         self.tb = float(self.stream.time_base)  # float arithmetic: Fractions cost ~1 us each
         self.stamps = _Timestamps()
@@ -813,6 +961,7 @@ class _VideoFeed:
     def _frames(self, frames: Any) -> None:
         picker = self.picker
         for frame in frames:
+            self.damage.corrupt_frames += frame.is_corrupt
             ts = self.stamps(frame)
             if ts is not None:
                 t = ts * self.tb - self.media.origin
@@ -835,7 +984,8 @@ class _AudioFeed:
     timestamp, so the skip leaves no shift)."""
 
     def __init__(self, media: _Media, sink: _AudioSink, sample_rate: int, gap: tuple[float, float],
-                 stop: int | None, check_overshoot: bool):
+                 stop: int | None, check_overshoot: bool, damage: Damage):
+        self.damage = damage
         self.media, self.sink, self.sample_rate, self.gap, self.stop = media, sink, sample_rate, gap, stop
         self.stream = media.astream
         self.tb = float(self.stream.time_base)
@@ -857,6 +1007,7 @@ class _AudioFeed:
             self.resampler, self.sink.gain = _mono_resampler(self.stream, self.sample_rate)
         self.decoded += 1
         for frame in packet.decode():
+            self.damage.corrupt_frames += frame.is_corrupt
             self._add(self.resampler.resample(frame))
         sink = self.sink
         if not self.checked and sink.first is not None:

@@ -4,19 +4,22 @@
   number of workers, and persistent workers (which keep their own copy of the dataset) see the epoch.
 - Shuffling is seeded by `(seed, epoch)`; `AVLoader.set_epoch` sets it (and the DistributedSampler's).
 - `collate` stacks tensors, keeps strings as lists, and removes `SkippedItem`s: every batch has a
-  `skipped` list of (path, reason), and `AVLoader.skipped` accumulates them for the end-of-run report.
+  `skipped` list of (path, reason), and `AVLoader.skipped` accumulates them for the end-of-run report
+  (per item: evaluation counts the views it lost); `AVLoader.damaged` lists the files whose clips
+  decoded with concealed damage (the items' `damage`), once per file.
 - Distributed: training uses `DistributedSampler`; evaluation shards indices `rank::world` without
   the padding DistributedSampler adds, so no example is counted twice (shards may differ by one).
 - `balanced=True`: class-balanced sampling with replacement for long-tailed multi-label sets
   (AudioSet), item weight = sum over its labels of 1 / (items with that label), as AST and CAV-MAE.
-- A worker that raises re-raises in the main process with the worker's traceback (which names the
-  file); a worker that dies raises RuntimeError in the main process rather than hanging.
+- A worker whose item cannot be read re-raises its `ClipError` in the main process with the
+  library's one-line message (file, annotation line, cause) alone, the worker's traceback chained
+  after it; a worker that dies raises RuntimeError in the main process rather than hanging.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .annotations import Annotations
-from .dataset import SkippedItem
+from .dataset import ClipError, SkippedItem
 
 
 def collate(batch: Sequence[dict[str, Any] | SkippedItem]) -> dict[str, Any]:
@@ -45,6 +48,30 @@ def collate(batch: Sequence[dict[str, Any] | SkippedItem]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+def once_per_file(entries: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The first (path, reason) of each path, in order: a file read in several epochs, views or
+    processes counts once."""
+    first: dict[str, str] = {}
+    for path, reason in entries:
+        first.setdefault(path, reason)
+    return list(first.items())
+
+
+def damaged_in(batch: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, damage) of the items of a batch decoded with concealed damage."""
+    return [(p, d) for p, d in zip(batch.get("path", ()), batch.get("damage", ()), strict=False) if d]
+
+
+def worker_message(error: ClipError) -> str:
+    """The message a worker's `ClipError` was raised with: torch re-raises it in the main process
+    with the worker's whole traceback as its message, the original message on its last line."""
+    text = str(error)
+    marker = f"{ClipError.__name__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return text
+    return text.rsplit(marker, 1)[1].strip() + " (in a data-loader worker; MBT_DEBUG=1 shows its traceback)"
 
 
 def class_balanced_weights(annotations: Annotations) -> torch.Tensor:
@@ -145,6 +172,8 @@ class AVLoader:
         self.loader, self._sampler = loader, sampler
         self.skipped: list[tuple[str, str]] = []
         """(path, reason) of every item skipped so far (unreadable, with skip_bad)."""
+        self.damaged: list[tuple[str, str]] = []
+        """(path, damage) of every file read so far with concealed damage, once each."""
 
     @property
     def dataset(self) -> Dataset:
@@ -161,8 +190,16 @@ class AVLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._batches()
+        except ClipError as e:
+            raise ClipError(worker_message(e)) from e
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         for batch in self.loader:
             self.skipped.extend(batch["skipped"])
+            if any(batch.get("damage", ())):
+                self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
             if batch["batch_size"]:
                 yield batch
 

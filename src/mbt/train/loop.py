@@ -48,7 +48,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.loader import class_balanced_weights, collate
+from ..data.dataset import ClipError
+from ..data.loader import class_balanced_weights, collate, damaged_in, once_per_file, worker_message
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
@@ -287,6 +288,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_val: EvalResult | None = None
         self.skipped: list[tuple[str, str]] = []  # unreadable training clips (this process; rank 0: + resumed)
+        self.damaged: list[tuple[str, str]] = []  # training clips decoded with concealed damage (this run)
         self.data_wait = 0.0  # seconds spent waiting for the loader since the last log line
         # [loss, grad_norm, non-finite steps] summed on the device since the last log line: an
         # accelerator's queue of kernels is never drained to read them, except at read steps
@@ -313,7 +315,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         """The checkpoint; collective (gathers every process's random state)."""
         rngs = all_gather_objects(rng_state(self.mix_rng), self.dist)
-        skipped = [s for part in all_gather_objects(self.skipped, self.dist) for s in part]
+        skipped = once_per_file(s for part in all_gather_objects(self.skipped, self.dist) for s in part)
         if self.fsdp:  # full tensors on rank 0, optimizer state keyed by parameter names
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -484,9 +486,15 @@ class Trainer:
         loss_sum = torch.zeros((), device=d.device)
         for micro in range(tc.grad_accum_steps):
             tic = time.perf_counter()
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except ClipError as e:  # from a worker: its message first, not its traceback
+                raise ClipError(worker_message(e)) from e
             self.data_wait += time.perf_counter() - tic
-            self.skipped.extend(batch["skipped"])
+            if batch["skipped"]:
+                self.skipped = once_per_file([*self.skipped, *batch["skipped"]])
+            if any(batch.get("damage", ())):
+                self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
             last = micro == tc.grad_accum_steps - 1
             loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica)
         norm = self._clip().float().to(d.device)
@@ -650,16 +658,21 @@ class Trainer:
             log.info("test (%d videos): %s", len(result.video_ids), _format(result.metrics))
             results["test"] = json_safe(result.metrics)
             self._write_predictions("test", result)
-        skipped = [s for part in all_gather_objects(self.skipped, d) for s in part]
+        skipped = once_per_file(s for part in all_gather_objects(self.skipped, d) for s in part)
+        damaged = once_per_file(s for part in all_gather_objects(self.damaged, d) for s in part)
         dropped = {s: len(getattr(ds, "dropped", [])) for s, ds in {"train": self.train_set, **self.eval_sets}.items()}
         results["skipped"] = {
             "train_clips_unreadable": len(skipped),
+            "train_clips_damaged": len(damaged),
             "missing_files_left_out": dropped,
             "annotation_rows_skipped_train": self.annotation_problems,
         }
         if skipped:
             log.warning("skipped %d unreadable training clips (skip_bad); first: %s", len(skipped),
                         "; ".join(f"{p}: {r}" for p, r in skipped[:3]))
+        if damaged:
+            log.warning("used %d training clips decoded with concealed damage; first: %s", len(damaged),
+                        "; ".join(f"{p}: {r}" for p, r in damaged[:3]))
         if any(dropped.values()):
             log.warning("left out items whose media file is missing: %s", dropped)
         if d.is_main:
