@@ -4,7 +4,8 @@ A video is cut into evenly spaced clips (enough to cover it, at least the model'
 `num_test_clips`, at most `max_clips`), each decoded and featurised by the recipe saved
 with the model, and the model's logits are averaged over the clips, as in the official
 multi-clip evaluation. A file without an audio track is run through the video tower(s)
-alone when the model has them, and the result says so.
+alone, an audio-only file (wav, mp3, flac, ...) through the audio tower(s) alone, and the
+result says so (see "Missing modalities" in the README).
 """
 
 from __future__ import annotations
@@ -83,33 +84,24 @@ class Predictor:
         items = [dataset[i] for i in range(len(dataset))]
         batch: dict[str, Any] = {m: torch.stack([it[m] for it in items]) for m in self.model.config.modalities}
         batch["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
+        batch["has_rgb"] = torch.tensor([bool(it["has_rgb"]) for it in items])
         return batch
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-        """The inputs the model can use, and a note on what was left out."""
+    def _inputs(self, batch: dict[str, Any], path: str = "") -> tuple[dict[str, torch.Tensor], str]:
+        """The inputs of the modalities the file has, and a note on what was left out."""
         mods = self.model.config.modalities
-        inputs = {m: batch[m].to(self.device) for m in mods}
-        if "spectrogram" in mods and not bool(batch["has_audio"].any()):
-            if "rgb" in mods:
-                del inputs["spectrogram"]
-                return inputs, "no audio track: predicted from the video alone"
-            return inputs, "no audio track: this audio-only model saw silence"
-        return inputs, ""
+        present = tuple(m for m in mods if bool(batch[_HAS[m]].any()))
+        note = missing_note(mods, present, path)
+        return {m: batch[m].to(self.device) for m in present}, note
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
     def predict(self, path: str, topk: int = 5, num_clips: int | None = None) -> Prediction:
         """Clip-averaged prediction for one file."""
         batch = self.clips(path, num_clips)
-        inputs, note = self._inputs(batch)
+        inputs, note = self._inputs(batch, path)
         logits = self.model(inputs).logits.float().mean(0)
-        cfg = self.model.config
-        if cfg.multi_label:
-            probs = torch.sigmoid(logits)
-        elif cfg.class_splits:
-            probs = torch.cat([p.softmax(-1) for p in logits.split(list(cfg.class_splits))])
-        else:
-            probs = logits.softmax(-1)
+        probs = class_probabilities(self.model.config, logits)
         order = probs.argsort(descending=True)[:topk].tolist()
         return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order], len(batch["has_audio"]),
                           tuple(inputs), note, probs.numpy())
@@ -117,9 +109,16 @@ class Predictor:
     @torch.no_grad()
     def embed(self, path: str, num_clips: int | None = None) -> dict[str, np.ndarray]:
         """Per-modality pooled embeddings (the features the head sees), averaged over clips."""
-        inputs, _ = self._inputs(self.clips(path, num_clips))
+        inputs, _ = self._inputs(self.clips(path, num_clips), path)
         out = self.model(inputs, output_embeddings=True)
         return {m: e.float().mean(0).numpy() for m, e in out.embeddings.items()}
+
+    def timeline(self, path: str, window: float | None = None, hop: float | None = None,
+                 progress: bool = False) -> Any:
+        """Per-window predictions over a video of any length (see `mbt.timeline`)."""
+        from .timeline import timeline
+
+        return timeline(self, path, window, hop, progress=progress)
 
     @torch.no_grad()
     def explain(self, path: str, out_dir: str | os.PathLike, clip: int | None = None) -> list[Path]:
@@ -131,7 +130,7 @@ class Predictor:
 
         batch = self.clips(path)
         k = len(batch["has_audio"]) // 2 if clip is None else clip
-        inputs, note = self._inputs({key: v[k : k + 1] for key, v in batch.items()})
+        inputs, note = self._inputs({key: v[k : k + 1] for key, v in batch.items()}, path)
         out = self.model(inputs, output_attentions=True)
         prediction = self.predict(path, topk=3)
         heat, source = pictures.patch_attention(self.model, out)
@@ -150,6 +149,33 @@ class Predictor:
         return written
 
 
+_HAS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
+_MISSING = {"rgb": "no video stream", "spectrogram": "no audio track"}
+
+
+def missing_note(modalities: Sequence[str], present: Sequence[str], path: str = "") -> str:
+    """What a prediction from `present` of the model's `modalities` left out ('' if
+    nothing); a ValueError naming the file when it has none of them."""
+    absent = [m for m in modalities if m not in present]
+    if not present:
+        raise ValueError(f"{path}: {' and '.join(_MISSING[m] for m in absent)}: nothing this model "
+                         f"({'+'.join(modalities)}) can use")
+    if not absent:
+        return ""
+    alone = {"rgb": "the video", "spectrogram": "the sound"}
+    return f"{', '.join(_MISSING[m] for m in absent)}: predicted from {' and '.join(alone[m] for m in present)} alone"
+
+
+def class_probabilities(config: Any, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from logits [..., C]: sigmoid for multi-label models, softmax per
+    split (EPIC verbs and nouns) or over all classes otherwise."""
+    if config.multi_label:
+        return torch.sigmoid(logits)
+    if config.class_splits:
+        return torch.cat([p.softmax(-1) for p in logits.split(list(config.class_splits), dim=-1)], dim=-1)
+    return logits.softmax(-1)
+
+
 def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"
             ) -> list[Prediction]:
     """Predictions for video files with a saved model (see `Predictor.predict`)."""
@@ -158,11 +184,16 @@ def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5,
 
 
 def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Per-modality embeddings [N, D] of video files (see `Predictor.embed`)."""
+    """Per-modality embeddings [N, D] of media files (see `Predictor.embed`), and a mask
+    `has_<modality>` [N] of the files that have each (the other rows are NaN)."""
     predictor = Predictor(model, device=device)
     rows = [predictor.embed(p) for p in ([paths] if isinstance(paths, str) else paths)]
-    width = {m: v.shape for r in rows for m, v in r.items()}  # a file without audio has no audio embedding: NaN
-    return {m: np.stack([r.get(m, np.full(shape, np.nan, np.float32)) for r in rows]) for m, shape in width.items()}
+    cfg = predictor.model.config
+    missing = np.full(cfg.representation_size or cfg.hidden_size, np.nan, np.float32)
+    # a file without a modality has no embedding for it: a NaN row, and False in has_<modality>
+    out = {m: np.stack([r.get(m, missing) for r in rows]) for m in cfg.modalities}
+    out.update({f"has_{m}": np.array([m in r for r in rows]) for m in cfg.modalities})
+    return out
 
 
 def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu") -> list[Path]:

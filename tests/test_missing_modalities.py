@@ -1,0 +1,102 @@
+"""A modality a file lacks: audio-only files, videos without sound (predict, embed, datasets)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import mbt
+from mbt.cli import main
+from mbt.data.annotations import Annotations, Item
+from mbt.data.dataset import AVDataset
+from mbt.demo.run import _demo_data, _demo_model
+from mbt.demo.synth import CLASSES
+
+from .conftest import randomize
+
+# container -> audio codec
+CONTAINERS = {"wav": "pcm_s16le", "mp3": "libmp3lame", "flac": "flac", "m4a": "aac", "ogg": "libopus"}
+
+
+def _audio_file(path, codec, seconds=3.0, rate=48000):
+    """A chirp in an audio-only container."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.layout = "stereo"
+        to_codec = av.AudioResampler(format=s.codec_context.format.name, layout="stereo", rate=rate)
+        t = np.arange(round(seconds * rate)) / rate
+        wav = (0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.repeat(wav[None], 2, axis=0), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for f in to_codec.resample(frame) + to_codec.resample(None):
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    randomize(mbt.MBT(_demo_model().replace(label_names=CLASSES)), seed=1).save_pretrained(
+        out, data_config=_demo_data())
+    return out
+
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_audio_only_files_are_predicted_from_their_sound(model_dir, tmp_path, ext):
+    path = _audio_file(tmp_path / f"sound.{ext}", CONTAINERS[ext])
+    predictor = mbt.Predictor(model_dir)
+    pred = predictor.predict(path, topk=3)
+    assert pred.modalities == ("spectrogram",) and pred.note == "no video stream: predicted from the sound alone"
+    assert pred.num_clips == 2  # 3 s covered by 2-s windows
+    # the audio tower alone on the file's sound (not silence, not grey frames)
+    ds = AVDataset(Annotations([Item(path, ())], list(CLASSES)), replace(predictor.data, num_test_clips=2), "test",
+                   modalities=("spectrogram",))
+    spec = torch.stack([ds[i]["spectrogram"] for i in range(2)])
+    assert spec.std() > 0.5  # a chirp, not the constant log-mel of silence
+    with torch.no_grad():
+        expected = predictor.model({"spectrogram": spec}).logits.mean(0).softmax(-1)
+    np.testing.assert_allclose(pred.scores, expected.numpy(), atol=1e-5)
+
+
+def test_dataset_items_of_an_audio_only_file_say_what_is_missing(tmp_path):
+    path = _audio_file(tmp_path / "a.wav", "pcm_s16le")
+    item = AVDataset(Annotations([Item(path, (0,))], ["x"]), _demo_data(), "train")[0]
+    assert item["has_audio"] and not item["has_rgb"]
+    assert item["rgb"].shape == (4, 3, 64, 64) and not item["rgb"].any()  # mid-grey frames in a batch
+    assert item["spectrogram"].std() > 0.5
+
+
+def test_a_file_with_nothing_the_model_uses_is_an_error(tmp_path):
+    cfg = _demo_model().replace(modalities=("rgb",), label_names=CLASSES)
+    mbt.MBT(cfg).save_pretrained(tmp_path / "m", data_config=_demo_data())
+    path = _audio_file(tmp_path / "a.flac", "flac")
+    with pytest.raises(ValueError, match=r"a\.flac: no video stream: nothing this model \(rgb\) can use"):
+        mbt.Predictor(tmp_path / "m").predict(path)
+
+
+def test_embed_writes_a_mask_of_what_each_file_has(model_dir, tmp_path, capsys):
+    from .test_timeline import _write
+
+    silent = _write(tmp_path / "silent.mp4", [100] * 16, size=64, audio=False)
+    sound = _audio_file(tmp_path / "s.wav", "pcm_s16le")
+    both = _write(tmp_path / "both.mp4", [100] * 16, size=64)
+    out = tmp_path / "e.npz"
+    assert main(["embed", silent, sound, both, "--model", str(model_dir), "--out", str(out)]) == 0
+    assert "1 file(s) without spectrogram; 1 file(s) without rgb" in capsys.readouterr().out
+    z = np.load(out)
+    assert z["has_rgb"].tolist() == [True, False, True] and z["has_spectrogram"].tolist() == [False, True, True]
+    for m in ("rgb", "spectrogram"):
+        assert z[m].shape == (3, 64)
+        assert np.isfinite(z[m][z[f"has_{m}"]]).all() and np.isnan(z[m][~z[f"has_{m}"]]).all()
+
+
+def test_cli_predict_says_which_modality_it_used(model_dir, tmp_path, capsys):
+    path = _audio_file(tmp_path / "a.mp3", "libmp3lame")
+    assert main(["predict", path, "--model", str(model_dir)]) == 0
+    assert "[2 clip(s), spectrogram]  (no video stream: predicted from the sound alone)" in capsys.readouterr().out
