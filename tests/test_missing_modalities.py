@@ -100,3 +100,59 @@ def test_cli_predict_says_which_modality_it_used(model_dir, tmp_path, capsys):
     path = _audio_file(tmp_path / "a.mp3", "libmp3lame")
     assert main(["predict", path, "--model", str(model_dir)]) == 0
     assert "[2 clip(s), spectrogram]  (no video stream: predicted from the sound alone)" in capsys.readouterr().out
+
+
+def test_evaluation_runs_each_clip_through_the_towers_it_has():
+    """A batch mixing clips with and without sound: each gets what `predict` gives its file."""
+    from mbt.train.evaluate import forward_present
+
+    from .conftest import tiny_config, tiny_inputs
+
+    model = randomize(mbt.MBT(tiny_config()), seed=4).eval()
+    x = tiny_inputs(model.config, batch=3)
+    batch = {**x, "has_audio": torch.tensor([True, False, True]), "has_rgb": torch.tensor([True, True, False])}
+    with torch.no_grad():
+        got = forward_present(model, batch, model.config.modalities, torch.device("cpu"))
+        both = model({m: v[:1] for m, v in x.items()}).logits
+        video = model({"rgb": x["rgb"][1:2]}).logits
+        sound = model({"spectrogram": x["spectrogram"][2:]}).logits
+    torch.testing.assert_close(got, torch.cat([both, video, sound]))
+
+
+def test_modality_dropout_config():
+    from mbt.models.config import ConfigError
+
+    from .tiny_experiment import tiny_config as experiment
+
+    assert experiment("train.modality_dropout=0.5").train.modality_dropout == 0.5
+    with pytest.raises(ConfigError, match="modality_dropout: must be a probability"):
+        experiment("train.modality_dropout=1.5")
+    with pytest.raises(ConfigError, match="modality_dropout: needs a model with two modalities"):
+        experiment("train.modality_dropout=0.5", "model.modalities=[rgb]")
+
+
+def test_modality_dropout_keeps_single_modality_accuracy(tmp_path, one_thread):
+    """A model whose head pools the tokens of both towers learns to lean on their joint
+    statistics: without modality dropout it loses most of its accuracy when one tower is
+    missing; trained with `train.modality_dropout` it keeps it."""
+    from mbt.train.distributed import Dist
+    from mbt.train.evaluate import evaluate
+    from mbt.train.loop import train
+    from mbt.train.synthetic import SyntheticAVDataset
+
+    from .tiny_experiment import tiny_config as experiment
+
+    accuracy = {}
+    for p in (0.0, 0.5):
+        cfg = experiment("model.multi_label=false", "model.classifier=gap", "train.mixup_alpha=0", "train.epochs=12",
+                         "dataset.synthetic_items=64", f"train.modality_dropout={p}")
+        train(cfg, tmp_path / f"p{p}", progress=False)
+        model = mbt.MBT.from_pretrained(tmp_path / f"p{p}" / "final")
+        for mods in (("rgb", "spectrogram"), ("rgb",), ("spectrogram",)):
+            ds = SyntheticAVDataset(cfg.model, cfg.data, "test", 64, seed=cfg.train.seed, modalities=mods)
+            result = evaluate(model, ds, batch_size=16, dist=Dist(0, 1, 0, torch.device("cpu")), multi_label=False,
+                              progress=False)
+            accuracy[p, "+".join(mods)] = result.metrics["top1"]
+    assert accuracy[0.5, "rgb+spectrogram"] >= 0.95 and accuracy[0.5, "rgb"] >= 0.95
+    assert accuracy[0.5, "spectrogram"] >= 0.75  # the harder modality alone
+    assert accuracy[0.0, "spectrogram"] <= 0.5  # what the option is for

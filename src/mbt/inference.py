@@ -22,7 +22,7 @@ import torch
 
 from .data.annotations import Annotations, Item
 from .data.config import DataConfig
-from .data.dataset import AVDataset
+from .data.dataset import PRESENCE_KEYS, AVDataset
 from .data.decode import probe
 from .models.mbt import MBT
 from .weights.pretrained import load_data_config, load_pretrained
@@ -90,7 +90,7 @@ class Predictor:
     def _inputs(self, batch: dict[str, Any], path: str = "") -> tuple[dict[str, torch.Tensor], str]:
         """The inputs of the modalities the file has, and a note on what was left out."""
         mods = self.model.config.modalities
-        present = tuple(m for m in mods if bool(batch[_HAS[m]].any()))
+        present = tuple(m for m in mods if bool(batch[PRESENCE_KEYS[m]].any()))
         note = missing_note(mods, present, path)
         return {m: batch[m].to(self.device) for m in present}, note
 
@@ -149,7 +149,6 @@ class Predictor:
         return written
 
 
-_HAS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 _MISSING = {"rgb": "no video stream", "spectrogram": "no audio track"}
 
 

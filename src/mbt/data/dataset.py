@@ -50,6 +50,8 @@ from .features import LogMelStats, log_mel
 
 Split = Literal["train", "val", "test"]
 MODALITIES = ("rgb", "spectrogram")
+PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
+"""The item key that says whether its file has each modality."""
 _MAX_LISTED = 5
 
 
