@@ -316,6 +316,10 @@ def _clip_inputs(stream: MediaStream, present: tuple[str, ...], data: DataConfig
 
 
 # ---------------------------------------------------------------------------- outputs
+_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+"""Seconds between time ticks: the first that gives at most 12 ticks."""
+
+
 def _clock(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -361,16 +365,16 @@ def plot_timeline(tl: Timeline, path: str | os.PathLike, max_classes: int = 10) 
     edges = np.concatenate([centres - step / 2, [centres[-1] + step / 2]])
     image = ax.pcolormesh(edges, np.arange(len(shown) + 1) - 0.5, tl.scores[:, shown].T, cmap="Greens",
                           vmin=0.0, vmax=1.0, shading="flat")
-    top1 = tl.scores.argmax(1)
-    for i, c in enumerate(shown):
-        lead = top1 == c
-        ax.plot(centres[lead], np.full(lead.sum(), i), "k|", markersize=10)
+    row = {c: i for i, c in enumerate(shown)}
+    ax.step(centres, [row[int(c)] for c in tl.scores.argmax(1)], where="mid", color="k", lw=1.2)
     ax.set_yticks(range(len(shown)), [tl.class_names[c] for c in shown])
     ax.invert_yaxis()
-    ticks = ax.get_xticks()
+    span = edges[-1] - edges[0]
+    step = next((s for s in _TICK_STEPS if span / s <= 12), _TICK_STEPS[-1] * math.ceil(span / 12 / _TICK_STEPS[-1]))
+    ticks = np.arange(math.ceil(edges[0] / step) * step, edges[-1] + 1e-9, step)
     ax.set_xticks(ticks, [_clock(t) for t in ticks])
     ax.set_xlim(edges[0], edges[-1])
-    ax.set_xlabel("time (window centre);  | marks the leading class of each window")
+    ax.set_xlabel("time (window centre);  black line: the leading class of each window")
     title = f"{Path(tl.path).name}: window {tl.window:g} s, hop {tl.hop:g} s"
     ax.set_title(title + (f"\n({tl.note})" if tl.note else ""), fontsize=10)
     fig.colorbar(image, ax=ax, label="probability", pad=0.01)
