@@ -73,7 +73,7 @@ class Predictor:
         return max(1, min(self.max_clips, max(self.data.num_test_clips, covering)))
 
     def clips(self, path: str, num_clips: int | None = None) -> dict[str, Any]:
-        """All clips of a file as one batch: the model's inputs plus `has_audio` [N]."""
+        """All clips of a file as one batch: the model's inputs plus `has_audio` and `has_rgb` [N]."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
