@@ -19,7 +19,7 @@ from mbt.data.dataset import AVDataset
 from mbt.demo.run import _demo_data, _demo_model
 from mbt.demo.synth import CLASSES
 from mbt.inference import class_probabilities
-from mbt.timeline import clip_centres, timeline, window_starts
+from mbt.timeline import INTERLEAVE_S, clip_centres, timeline, window_starts
 
 from .conftest import randomize
 
@@ -147,3 +147,17 @@ def test_cli_writes_csv_json_and_png(brightness_model, tmp_path, capsys):
     doc = json.loads((out / "timeline.json").read_text())
     assert doc["window"] == 3.0 and len(doc["windows"]) == 8 and doc["windows"][0]["top"][0]["label"] == "bright"
     assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_track_that_ends_early_does_not_fill_memory(tmp_path):
+    """60 s of video with 5 s of sound: once the audio is gone its windows are silent, and
+    the frames of the rest of the video are not all decoded and held while waiting for it."""
+    from .synth_media import tone, write_media
+
+    video = str(write_media(tmp_path / "v.mp4", num_frames=480, fps=8, size=(64, 64), sample_rate=16000,
+                            signal=tone(440), audio_seconds=5.0))
+    model = randomize(mbt.MBT(_demo_model().replace(label_names=CLASSES)), seed=3)
+    tl = timeline(mbt.Predictor(model, _demo_data()), video, window=2.0, hop=1.0)
+    assert len(tl.starts) == 59 and tl.modalities == ("spectrogram", "rgb")
+    # the frames of INTERLEAVE_S seconds (2 requested per second) and a window, not the file's 112
+    assert tl.stats["peak_frames_held"] <= 2 * (INTERLEAVE_S + 4)

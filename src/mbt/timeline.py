@@ -60,6 +60,10 @@ def clip_centres(start: float, window: float, clip_seconds: float) -> list[float
 
 
 # ---------------------------------------------------------------------------- streamed decoding
+INTERLEAVE_S = 10.0
+"""A stream that lags the other by more than this many seconds of decoded media has ended
+(a damaged or cut track): its window is filled (last frame, silence) instead of reading on."""
+
 class _WindowFrames:
     """The frame picker of a `MediaStream` (driven by decode's `_VideoFeed`): for each
     requested time, the last frame at or before it, converted when first picked and kept
@@ -92,6 +96,10 @@ class _WindowFrames:
             self.rotation = _normalise_rotation(frame.rotation) if frame.rotation else 0
         self._keep(self.prev if self.prev is not None else frame, time - 1e-6)
         self.prev, self.prev_time = frame, time
+
+    def hold(self, until: float) -> None:
+        """The stream has ended early: the last frame for the requested times up to `until`."""
+        self._keep(self.prev, until + 1e-6)
 
     def finish(self) -> None:
         if self.prev is not None:
@@ -182,12 +190,24 @@ class MediaStream:
         except av.FFmpegError as e:
             raise DecodeError(f"{self.path}: {e}") from e
 
+    def _ahead(self, stream: str, than: float) -> bool:
+        """Whether the other stream has been decoded more than `INTERLEAVE_S` past `than`
+        (seconds): then `stream` has ended early (a muxer interleaves streams closely), and
+        reading on would buffer the other one without bound."""
+        if stream == "video":
+            return self.sink is not None and self.sink.end / self.data.sample_rate > than + INTERLEAVE_S
+        return self.picker is not None and self.picker.prev is not None and self.picker.prev_time > than + INTERLEAVE_S
+
     def frames(self, times: list[float]) -> np.ndarray:
-        """uint8 [T, H, W, 3]: the frames shown at `times` (each one of `frame_times`)."""
+        """uint8 [T, H, W, 3]: the frames shown at `times` (each one of `frame_times`);
+        past the end of the video stream, its last frame."""
         picker = self.picker
         assert picker is not None
         last = max(times)
         while not self.ended and picker.pos < len(picker.times) and picker.times[picker.pos] <= last:
+            if picker.prev is not None and self._ahead("video", last):
+                picker.hold(last)
+                break
             self._pull()
         return np.stack([picker.kept[t] for t in times])
 
@@ -197,7 +217,7 @@ class MediaStream:
         assert sink is not None
         rate = self.data.sample_rate
         first, n = round(start * rate), round(seconds * rate)
-        while not self.ended and sink.end < first + n:
+        while not self.ended and sink.end < first + n and not self._ahead("audio", (first + n) / rate):
             self._pull()
         return sink.window(first, n)
 
