@@ -156,3 +156,14 @@ def test_modality_dropout_keeps_single_modality_accuracy(tmp_path, one_thread):
     assert accuracy[0.5, "rgb+spectrogram"] >= 0.95 and accuracy[0.5, "rgb"] >= 0.95
     assert accuracy[0.5, "spectrogram"] >= 0.75  # the harder modality alone
     assert accuracy[0.0, "spectrogram"] <= 0.5  # what the option is for
+
+
+def test_timeline_of_an_audio_only_file(model_dir, tmp_path):
+    path = _audio_file(tmp_path / "a.m4a", "aac", seconds=5.0)
+    tl = mbt.Predictor(model_dir).timeline(path, window=2.0, hop=1.0)
+    assert tl.modalities == ("spectrogram",) and tl.note == "no video stream: predicted from the sound alone"
+    assert len(tl.starts) == 4 and np.allclose(tl.scores.sum(1), 1.0, atol=1e-5)
+    cfg = _demo_model().replace(modalities=("rgb",))
+    mbt.MBT(cfg).save_pretrained(tmp_path / "video_only", data_config=_demo_data())
+    with pytest.raises(ValueError, match=r"a\.m4a: no video stream: nothing this model"):
+        mbt.Predictor(tmp_path / "video_only").timeline(path)

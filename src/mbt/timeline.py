@@ -289,7 +289,6 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     requested = np.unique([t for cs in centres for c in cs for t in frame_times(c)]) if "rgb" in mods else np.zeros(0)
     stream = MediaStream(path, requested, data, video="rgb" in mods, audio="spectrogram" in mods)
     present = tuple(m for m in mods if (stream.has_video if m == "rgb" else stream.has_audio))
-    note = missing_note(mods, present)
     total = torch.zeros(len(starts), model.config.num_classes)  # summed clip logits per window
     pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # (window index, one clip's inputs)
 
@@ -303,6 +302,7 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         pending.clear()
 
     try:
+        note = missing_note(mods, present, path)
         for w, cs in enumerate(tqdm(centres, desc=Path(path).name, unit="window", disable=not progress,
                                     file=sys.stderr)):
             for c in cs:
