@@ -58,3 +58,17 @@ def test_ddp_trains_when_stochastic_depth_drops_a_branch_for_a_whole_batch(tmp_p
     )
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two/results.json").read_text())["steps"] == 8
+
+
+def test_ddp_trains_with_modality_dropout(tmp_path):
+    """A batch that leaves a tower out leaves its parameters unused: DDP is told to expect
+    that, and every process draws the same modality to leave out."""
+    cfg = tiny_config("train.modality_dropout=0.7", "train.epochs=2", "train.eval_every=0")
+    config = write_config(cfg, tmp_path / "cfg.yaml")
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mbt.cli",
+         "train", "--config", str(config), "--run-dir", str(tmp_path / "two"), "--no-progress"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two/results.json").read_text())["steps"] == 8

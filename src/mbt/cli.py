@@ -279,14 +279,20 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="top classes of video files (clip-averaged)")
-    p.add_argument("videos", nargs="+", help="video files")
+    p = sub.add_parser("predict", help="top classes of media files (clip-averaged), or over time (--timeline)")
+    p.add_argument("videos", nargs="+", help="video or audio files (mp4, mkv, wav, mp3, flac, m4a, ogg, ...)")
     p.add_argument("--model", required=True, help="a model folder (save_pretrained format)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--clips", type=int, help="clips per video (default: enough to cover it, >= num_test_clips)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_stream_options(p)
+    p.add_argument("--timeline", metavar="DIR",
+                   help="sliding windows over each file (any length, decoded in one streamed pass): "
+                        "timeline.csv, timeline.json and timeline.png in DIR (DIR/<file name>/ for several files)")
+    p.add_argument("--window", type=float, help="--timeline: window seconds (default: the model's clip length)")
+    p.add_argument("--hop", type=float, help="--timeline: seconds between window starts (default: window / 2)")
+    p.add_argument("--no-progress", action="store_true", help="--timeline: no progress bar")
     p.set_defaults(func=_run_predict)
 
 
@@ -296,6 +302,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, device=args.device)
     streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
     predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
+    if args.timeline:
+        return _run_timeline(predictor, args)
     failed = 0
     for path in args.videos:
         try:
@@ -316,6 +324,21 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _run_timeline(predictor: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .timeline import timeline, write_timeline
+
+    for path in args.videos:
+        out = Path(args.timeline) / Path(path).name if len(args.videos) > 1 else Path(args.timeline)
+        tl = timeline(predictor, path, args.window, args.hop, progress=not args.no_progress)
+        written = write_timeline(tl, out, topk=args.topk)
+        extra = f"  ({tl.note})" if tl.note else ""
+        print(f"{path}  [{len(tl.starts)} windows of {tl.window:g} s every {tl.hop:g} s, "
+              f"{'+'.join(tl.modalities)}]{extra}: {', '.join(str(w) for w in written)}")
+    return 0
+
+
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed", help="pooled per-modality embeddings of video files, or of a whole dataset (--format)",
@@ -325,7 +348,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("videos", nargs="+", help="video files, or annotation file(s) with --format")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="output .npz (video files) or folder (--format)")
+    p.add_argument("--out", required=True,
+                   help="output .npz (video files: paths, one [N, D] array per modality, NaN rows for files "
+                        "without it, and its mask has_<modality> [N]) or folder (--format)")
     p.add_argument("--device", default="cpu")
     g = p.add_argument_group("whole datasets (--format)")
     g.add_argument("--format", choices=_FORMATS, help="the files are annotations in this format")
@@ -352,7 +377,9 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     arrays = embed(args.videos, args.model, device=args.device)
     np.savez(args.out, paths=np.array(args.videos), **arrays)
-    shapes = ", ".join(f"{m} {list(a.shape)}" for m, a in arrays.items())
+    shapes = ", ".join(f"{m} {list(a.shape)}" for m, a in arrays.items() if not m.startswith("has_"))
+    shapes += "".join(f"; {int((~a).sum())} file(s) without {k[4:]}" for k, a in arrays.items()
+                      if k.startswith("has_") and not a.all())
     print(f"wrote {args.out}: {shapes}")
     return 0
 

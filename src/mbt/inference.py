@@ -4,7 +4,8 @@ A video is cut into evenly spaced clips (enough to cover it, at least the model'
 `num_test_clips`, at most `max_clips`), each decoded and featurised by the recipe saved
 with the model, and the model's logits are averaged over the clips, as in the official
 multi-clip evaluation. A file without an audio track is run through the video tower(s)
-alone when the model has them, and the result says so.
+alone, an audio-only file (wav, mp3, flac, ...) through the audio tower(s) alone, and the
+result says so (see "Missing modalities" in the README).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from .data.annotations import Annotations, Item
 from .data.config import DataConfig
-from .data.dataset import AVDataset
+from .data.dataset import PRESENCE_KEYS, AVDataset
 from .data.decode import DecodeError, media_duration
 from .models.mbt import MBT
 from .weights.pretrained import load_data_config, load_pretrained
@@ -75,8 +76,8 @@ class Predictor:
         return max(1, min(self.max_clips, max(self.data.num_test_clips, covering)))
 
     def clips(self, path: str, num_clips: int | None = None) -> dict[str, Any]:
-        """All clips of a file as one batch: the model's inputs plus `has_audio` [N] and `damage`
-        (the clips' concealed damage, '' if none)."""
+        """All clips of a file as one batch: the model's inputs plus `has_audio` and `has_rgb` [N]
+        and `damage` (the clips' concealed damage, '' if none)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise DecodeError(f"{path}: is a directory, not a video file" if os.path.isdir(path)
@@ -89,35 +90,24 @@ class Predictor:
         batch: dict[str, Any] = {m: torch.stack([it[m] for it in items]) for m in self.model.config.modalities}
         batch["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
         batch["damage"] = "; ".join(dict.fromkeys(it["damage"] for it in items if it["damage"]))
+        batch["has_rgb"] = torch.tensor([bool(it["has_rgb"]) for it in items])
         return batch
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-        """The inputs the model can use, and a note on what was left out."""
+    def _inputs(self, batch: dict[str, Any], path: str = "") -> tuple[dict[str, torch.Tensor], str]:
+        """The inputs of the modalities the file has, and a note on what was left out."""
         mods = self.model.config.modalities
-        inputs = {m: batch[m].to(self.device) for m in mods}
-        if "spectrogram" in mods and not bool(batch["has_audio"].any()):
-            if "rgb" in mods:
-                del inputs["spectrogram"]
-                return inputs, "no audio track: predicted from the video alone"
-            return inputs, "no audio track: this audio-only model saw silence"
-        return inputs, ""
+        present = tuple(m for m in mods if bool(batch[PRESENCE_KEYS[m]].any()))
+        note = missing_note(mods, present, path)
+        return {m: batch[m].to(self.device) for m in present}, note
 
     # ------------------------------------------------------------------ outputs
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of logits [C]: sigmoid for multi-label models, softmax per head else."""
-        cfg = self.model.config
-        if cfg.multi_label:
-            return torch.sigmoid(logits)
-        if cfg.class_splits:
-            return torch.cat([p.softmax(-1) for p in logits.split(list(cfg.class_splits))])
-        return logits.softmax(-1)
-
     @torch.no_grad()
     def predict(self, path: str, topk: int = 5, num_clips: int | None = None) -> Prediction:
         """Clip-averaged prediction for one file."""
         batch = self.clips(path, num_clips)
-        inputs, note = self._inputs(batch)
-        probs = self._probabilities(self.model(inputs).logits.float().mean(0))
+        inputs, note = self._inputs(batch, path)
+        logits = self.model(inputs).logits.float().mean(0)
+        probs = class_probabilities(self.model.config, logits)
         order = probs.argsort(descending=True)[:topk].tolist()
         return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order], len(batch["has_audio"]),
                           tuple(inputs), note, batch["damage"], probs.numpy())
@@ -125,9 +115,16 @@ class Predictor:
     @torch.no_grad()
     def embed(self, path: str, num_clips: int | None = None) -> dict[str, np.ndarray]:
         """Per-modality pooled embeddings (the features the head sees), averaged over clips."""
-        inputs, _ = self._inputs(self.clips(path, num_clips))
+        inputs, _ = self._inputs(self.clips(path, num_clips), path)
         out = self.model(inputs, output_embeddings=True)
         return {m: e.float().mean(0).numpy() for m, e in out.embeddings.items()}
+
+    def timeline(self, path: str, window: float | None = None, hop: float | None = None,
+                 progress: bool = False) -> Any:
+        """Per-window predictions over a video of any length (see `mbt.timeline`)."""
+        from .timeline import timeline
+
+        return timeline(self, path, window, hop, progress=progress)
 
     def class_index(self, target: str | int) -> int:
         """The index of a class given by name or by index (as an int or a string of digits)."""
@@ -160,6 +157,7 @@ class Predictor:
         sample = dataset[0]
         batch = {m: sample[m][None] for m in self.model.config.modalities}
         batch["has_audio"] = torch.tensor([bool(sample["has_audio"])])
+        batch["has_rgb"] = torch.tensor([bool(sample["has_rgb"])])
         return batch, centre, dataset.frame_times(centre)
 
     def explain(self, path: str, out_dir: str | os.PathLike, start: float | None = None,
@@ -173,7 +171,7 @@ class Predictor:
         from . import visualize as pictures
 
         batch, centre, frame_times = self.clip_at(path, start)
-        inputs, note = self._inputs(batch)
+        inputs, note = self._inputs(batch, path)
         k = None if target is None else self.class_index(target)
         with torch.set_grad_enabled(k is not None):
             out = self.model(inputs, output_attentions=True)
@@ -185,7 +183,7 @@ class Predictor:
                 for (i, key, a), g in zip(maps, values, strict=True):
                     grads[i][key] = g if g is not None else torch.zeros_like(a)
         heat, source = pictures.patch_attention(self.model, out, grads)
-        probs = self._probabilities(out.logits[0].detach().float())
+        probs = class_probabilities(self.model.config, out.logits[0].detach().float())
         top = probs.argsort(descending=True)[:3].tolist()
         seconds = self.data.clip_seconds if "rgb" in inputs else self.data.audio_seconds
         title = (f"{Path(path).name}, clip {centre - seconds / 2:.2f}-{centre + seconds / 2:.2f} s: "
@@ -207,6 +205,32 @@ class Predictor:
         return written
 
 
+_MISSING = {"rgb": "no video stream", "spectrogram": "no audio track"}
+
+
+def missing_note(modalities: Sequence[str], present: Sequence[str], path: str = "") -> str:
+    """What a prediction from `present` of the model's `modalities` left out ('' if
+    nothing); a ValueError naming the file when it has none of them."""
+    absent = [m for m in modalities if m not in present]
+    if not present:
+        raise ValueError(f"{path}: {' and '.join(_MISSING[m] for m in absent)}: nothing this model "
+                         f"({'+'.join(modalities)}) can use")
+    if not absent:
+        return ""
+    alone = {"rgb": "the video", "spectrogram": "the sound"}
+    return f"{', '.join(_MISSING[m] for m in absent)}: predicted from {' and '.join(alone[m] for m in present)} alone"
+
+
+def class_probabilities(config: Any, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from logits [..., C]: sigmoid for multi-label models, softmax per
+    split (EPIC verbs and nouns) or over all classes otherwise."""
+    if config.multi_label:
+        return torch.sigmoid(logits)
+    if config.class_splits:
+        return torch.cat([p.softmax(-1) for p in logits.split(list(config.class_splits), dim=-1)], dim=-1)
+    return logits.softmax(-1)
+
+
 def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"
             ) -> list[Prediction]:
     """Predictions for video files with a saved model (see `Predictor.predict`)."""
@@ -215,11 +239,16 @@ def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5,
 
 
 def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Per-modality embeddings [N, D] of video files (see `Predictor.embed`)."""
+    """Per-modality embeddings [N, D] of media files (see `Predictor.embed`), and a mask
+    `has_<modality>` [N] of the files that have each (the other rows are NaN)."""
     predictor = Predictor(model, device=device)
     rows = [predictor.embed(p) for p in ([paths] if isinstance(paths, str) else paths)]
-    width = {m: v.shape for r in rows for m, v in r.items()}  # a file without audio has no audio embedding: NaN
-    return {m: np.stack([r.get(m, np.full(shape, np.nan, np.float32)) for r in rows]) for m, shape in width.items()}
+    cfg = predictor.model.config
+    missing = np.full(cfg.representation_size or cfg.hidden_size, np.nan, np.float32)
+    # a file without a modality has no embedding for it: a NaN row, and False in has_<modality>
+    out = {m: np.stack([r.get(m, missing) for r in rows]) for m in cfg.modalities}
+    out.update({f"has_{m}": np.array([m in r for r in rows]) for m in cfg.modalities})
+    return out
 
 
 def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu",

@@ -47,11 +47,13 @@ import torch
 from .annotations import AnnotationError, Annotations, Item
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig
-from .decode import DecodeError, media_duration, probe, read_audio, read_clip
+from .decode import Clip, DecodeError, media_duration, probe, read_audio, read_clip
 from .features import LogMelStats, log_mel
 
 Split = Literal["train", "val", "test"]
 MODALITIES = ("rgb", "spectrogram")
+PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
+"""The item key that says whether its file has each modality."""
 _MAX_LISTED = 5
 
 
@@ -173,7 +175,10 @@ class AVDataset(torch.utils.data.Dataset):
         - `spectrogram`: float32 [T_spec, F], normalised (if 'spectrogram' in modalities),
         - `label`: float32 [num_classes] multi-hot (EPIC: noun one-hot then verb one-hot),
         - `label_index`: the class for single-label datasets, else -1,
-        - `has_audio`, `video_id`, `clip_index` (test view k, else 0), `index`, `path`,
+        - `has_audio`, `has_rgb`: whether the file has the modality (a missing one is given as
+          silence or as zeros, mid-grey frames, to keep batches rectangular; see "Missing
+          modalities" in the README),
+        - `video_id`, `clip_index` (test view k, else 0), `index`, `path`,
         - `damage`: concealed damage met decoding the clip ('' when none; `decode.Damage`).
         """
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
@@ -207,10 +212,34 @@ class AVDataset(torch.utils.data.Dataset):
         cfg = self.cfg
         centre = self.clip_centre(item, view, generator)
         audio_start = max(centre - cfg.audio_seconds / 2, 0.0)
-        out: dict[str, Any] = {"damage": ""}
-        if "rgb" in self.modalities:
-            clip = read_clip(
-                item.path,
+        out: dict[str, Any] = {"damage": "", "has_rgb": "rgb" in self.modalities}
+        clip = self._read_clip(item.path, centre, audio_start) if "rgb" in self.modalities else None
+        if clip is not None:
+            audio, out["has_audio"] = clip.audio, bool(clip.has_audio)
+            out["damage"] = str(clip.damage) if clip.damage else ""
+            if self.split == "test":
+                out["rgb"] = test_crops(clip.rgb, cfg)[view % cfg.num_test_crops]
+            else:
+                assert self.video_transform is not None
+                out["rgb"] = self.video_transform(clip.rgb, generator)
+        else:
+            audio, out["has_audio"], out["damage"] = self._read_audio(item.path, audio_start)
+        if "rgb" in self.modalities and clip is None:  # an audio-only file: mid-grey frames
+            out["has_rgb"] = False
+            out["rgb"] = torch.zeros(cfg.num_frames, 3, cfg.image_size, cfg.image_size)
+        if "spectrogram" in self.modalities:
+            spec = log_mel(torch.as_tensor(audio), cfg)
+            if self.split == "train":
+                spec = spec_augment(spec, cfg, generator)
+            out["spectrogram"] = spec
+        return out
+
+    def _read_clip(self, path: str, centre: float, audio_start: float) -> Clip | None:
+        """Frames and audio of the clip; None for an audio-only file (no video stream)."""
+        cfg = self.cfg
+        try:
+            return read_clip(
+                path,
                 self.frame_times(centre),
                 audio_start=audio_start,
                 audio_seconds=cfg.audio_seconds if "spectrogram" in self.modalities else 0.0,
@@ -221,22 +250,10 @@ class AVDataset(torch.utils.data.Dataset):
                 video_stream=cfg.video_stream,
                 audio_stream=cfg.audio_stream,
             )
-            audio, out["has_audio"] = clip.audio, bool(clip.has_audio)
-            out["damage"] = str(clip.damage) if clip.damage else ""
-            if self.split == "test":
-                out["rgb"] = test_crops(clip.rgb, cfg)[view % cfg.num_test_crops]
-            else:
-                assert self.video_transform is not None
-                out["rgb"] = self.video_transform(clip.rgb, generator)
-        else:
-            audio, out["has_audio"], out["damage"] = self._read_audio(item.path, audio_start)
-        if "spectrogram" in self.modalities:
-            spec = log_mel(torch.as_tensor(audio), cfg)
-            if self.split == "train":
-                spec = spec_augment(spec, cfg, generator)
-            out["spectrogram"] = spec
-        return out
-
+        except DecodeError:
+            if probe(path, video_stream=cfg.video_stream).video is not None:  # a real failure, not a missing stream
+                raise
+            return None
 
     def _read_audio(self, path: str, start: float) -> tuple[np.ndarray, bool, str]:
         """The audio window alone (audio-only files welcome), whether the file has audio, and the

@@ -175,6 +175,13 @@ class TrainConfig:
     paired with the reversed batch (the official per-device pairing)."""
     mixmod: bool = False
     """Mixup with an independent lambda per modality (needs the 'token' classifier)."""
+    modality_dropout: float = 0.0
+    """Probability that a training micro-batch leaves one modality out (chosen uniformly):
+    that tower does not run, as in `predict` and evaluation for a file without that
+    modality, so the model learns to answer from either tower alone. Per batch, not per
+    clip: a per-clip drop would need a mask through every fusion layer, and zeroed inputs
+    would teach that silence means "no sound". The draw is a function of (seed, step,
+    micro-batch), the same on every process. 0 (off) in the paper's recipes."""
     balanced_sampling: bool = False
     """Draw training examples with replacement, weighted towards rare classes (AST /
     CAV-MAE's AudioSet sampler); off in the paper's recipes."""
@@ -230,6 +237,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name}: must be a finite number >= 0, got {value}")
+        if not 0 <= self.modality_dropout <= 1:
+            raise ConfigError(f"modality_dropout: must be a probability in [0, 1], got {self.modality_dropout}")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing: must be < 1, got {self.label_smoothing}")
         if self.nesterov and self.momentum == 0:
@@ -300,6 +309,11 @@ class ExperimentConfig:
                 )
         if self.train.mixmod and m.classifier != "token":
             raise ConfigError("train.mixmod: needs model.classifier='token' (one head per modality)")
+        if self.train.modality_dropout and len(m.modalities) < 2:
+            raise ConfigError("train.modality_dropout: needs a model with two modalities")
+        if self.train.modality_dropout and self.train.fsdp:
+            raise ConfigError("train.modality_dropout: not available with train.fsdp (a dropped tower's "
+                              "shards would wait for gradients that never come); use DDP")
         if self.dataset.stream and self.train.balanced_sampling:
             raise ConfigError("train.balanced_sampling: draws items at random, which dataset.stream cannot; "
                               "turn one off")

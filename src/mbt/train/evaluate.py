@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.dataset import PRESENCE_KEYS
 from ..data.loader import build_loader
 from .distributed import Dist, all_gather_objects
 from .metrics import classification_metrics
@@ -79,9 +80,8 @@ def evaluate(
                dynamic_ncols=True, leave=False)
     try:
         for batch in loader:
-            inputs = {m: batch[m].to(dist.device, non_blocking=True) for m in modalities}
             with autocast(dist.device, amp_dtype):
-                logits = model(inputs).logits
+                logits = forward_present(model, batch, modalities, dist.device)
             outputs.append((logits.float(), batch["index"].tolist(), batch["video_id"], batch["label"]))
             bar.update(1)
     finally:
@@ -117,6 +117,30 @@ def evaluate(
     metrics["num_views"] = float(counts.sum())
     metrics["num_skipped"] = float(len(skipped))
     return EvalResult(metrics, [merged[k][2] for k in keys], logits_v, labels_v, counts, skipped)
+
+
+def forward_present(model: nn.Module, batch: dict[str, Any], modalities: Sequence[str],
+                    device: torch.device) -> torch.Tensor:
+    """Logits of a batch with each clip run through the towers of the modalities its file
+    has (`has_audio`, `has_rgb`), as `mbt.Predictor` runs a file: one forward per group of
+    clips that have the same modalities. A clip with none of them is run on its filler
+    inputs (silence, grey frames) rather than dropped from the metrics."""
+    present = torch.stack([batch.get(PRESENCE_KEYS[m], torch.ones(len(batch[m]), dtype=torch.bool)).bool()
+                           for m in modalities], dim=1)  # [B, M]
+    present[~present.any(1)] = True
+    groups = present.unique(dim=0)
+    if len(groups) == 1 and bool(groups.all()):
+        return model({m: batch[m].to(device, non_blocking=True) for m in modalities}).logits
+    logits: torch.Tensor | None = None
+    for group in groups:
+        rows = (present == group).all(1).nonzero().squeeze(1)
+        inputs = {m: batch[m][rows].to(device, non_blocking=True) for m, keep in zip(modalities, group, strict=True)
+                  if keep}
+        out = model(inputs).logits
+        if logits is None:
+            logits = out.new_empty(len(present), out.shape[1])
+        logits[rows.to(device)] = out
+    return logits
 
 
 def scores(logits: np.ndarray, multi_label: bool, class_splits: Sequence[int] | None = None) -> np.ndarray:

@@ -70,7 +70,7 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictions
-from .losses import mbt_loss, mixup
+from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
 from .sampling import StepBatchSampler
@@ -301,7 +301,7 @@ class Trainer:
         net: nn.Module = self.model
         if d.enabled and not self.fsdp:
             # a late-fusion bottleneck model never uses its bottleneck tokens in training
-            unused = self.model.bottleneck is not None and m.fusion_layer >= m.num_layers
+            unused = (self.model.bottleneck is not None and m.fusion_layer >= m.num_layers) or tc.modality_dropout > 0
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                 find_unused_parameters=unused,
@@ -425,7 +425,7 @@ class Trainer:
                 consumed -= units
             epoch += 1
 
-    def _micro_step(self, batch: dict[str, Any], sync: bool) -> torch.Tensor:
+    def _micro_step(self, batch: dict[str, Any], sync: bool, micro: int = 0) -> torch.Tensor:
         """Forward and backward of one micro-batch; returns its (unscaled) loss."""
         tc, m, d = self.cfg.train, self.cfg.model, self.dist
         context = self.ddp.no_sync() if (self.ddp is not None and not sync) else nullcontext()
@@ -438,6 +438,8 @@ class Trainer:
             inputs = {k: batch[k].to(d.device, non_blocking=True) for k in m.modalities}
             labels = batch["label"].to(d.device, non_blocking=True)
             inputs, targets, _ = mixup(inputs, labels, tc.mixup_alpha, self.mix_rng, tc.mixmod)
+            if tc.modality_dropout:
+                inputs = drop_modality(inputs, tc.modality_dropout, np.random.default_rng([tc.seed, self.step, micro]))
             with autocast(d.device, self.amp_dtype):
                 out = self.net(inputs)
             loss = mbt_loss(
@@ -496,7 +498,7 @@ class Trainer:
             if any(batch.get("damage", ())):
                 self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
             last = micro == tc.grad_accum_steps - 1
-            loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica)
+            loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica, micro=micro)
         norm = self._clip().float().to(d.device)
         loss = loss_sum / tc.grad_accum_steps
         bad = ~torch.isfinite(loss)

@@ -126,3 +126,12 @@ def mixup(
     if not mixmod:
         targets[ALL] = targets[modalities[0]]
     return mixed, targets, lambdas
+
+
+def drop_modality(inputs: Mapping[str, Tensor], p: float, rng: np.random.Generator) -> dict[str, Tensor]:
+    """`train.modality_dropout`: with probability `p`, the inputs without one modality
+    (chosen uniformly), so that tower does not run for this batch."""
+    inputs = dict(inputs)
+    if len(inputs) > 1 and p > 0 and rng.random() < p:
+        del inputs[list(inputs)[int(rng.integers(len(inputs)))]]
+    return inputs
