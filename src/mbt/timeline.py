@@ -32,7 +32,17 @@ import torch
 
 from .data.augment import test_crops
 from .data.config import DataConfig
-from .data.decode import DecodeError, _AudioFeed, _Converter, _Media, _normalise_rotation, _rotate, _VideoFeed
+from .data.decode import (
+    Damage,
+    DecodeError,
+    _AudioFeed,
+    _Converter,
+    _DamageLog,
+    _Media,
+    _normalise_rotation,
+    _rotate,
+    _VideoFeed,
+)
 from .data.features import log_mel
 
 
@@ -144,13 +154,15 @@ class MediaStream:
     def __init__(self, path: str, frame_times: np.ndarray, data: DataConfig, video: bool = True,
                  audio: bool = True, threads: int = 0):
         self.path, self.data = path, data
-        self.media = _Media(path, threads)
+        self.media = _Media(path, threads, data.video_stream, data.audio_stream)
+        self.damage = Damage()
+        """Damage FFmpeg concealed while decoding (as `read_clip` counts it)."""
         m = self.media
         self.picker = _WindowFrames(frame_times, _Converter(data.min_resize, shrink_only=True)) if (
             video and m.vstream is not None) else None
         self.sink = _RollingAudio() if audio and m.astream is not None else None
-        self.video = _VideoFeed(m, self.picker, check_overshoot=False) if self.picker else None
-        self.audio_feed = (_AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False)
+        self.video = _VideoFeed(m, self.picker, False, self.damage) if self.picker else None
+        self.audio_feed = (_AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False, self.damage)
                            if self.sink else None)
         streams = [f.stream for f in (self.video, self.audio_feed) if f is not None]
         self.packets: Iterator[Any] | None = m.demux(*streams) if streams else None
@@ -170,6 +182,10 @@ class MediaStream:
 
     def _pull(self) -> None:
         """Demux and decode the next packet; at the end of the file, flush the decoders."""
+        with _DamageLog(self.damage):
+            self._pull_packet()
+
+    def _pull_packet(self) -> None:
         try:
             packet = next(self.packets)  # type: ignore[arg-type]
         except StopIteration:
@@ -315,6 +331,8 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         flush()
     finally:
         stream.close()
+    if stream.damage:
+        note = "; ".join(n for n in (note, f"decoded with concealed damage: {stream.damage}") if n)
     logits = total / torch.tensor([len(cs) for cs in centres], dtype=torch.float32)[:, None]
     scores = class_probabilities(model.config, logits).numpy()
     ends = np.minimum(np.array(starts) + window, info.duration)
