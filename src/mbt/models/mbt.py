@@ -337,22 +337,19 @@ class MBT(nn.Module):
         cls = 1 if cfg.classifier == "token" else 0
         own = {m: ([(f"cls:{m}", 1)] if cls else []) + [(m, x[m].shape[1] - cls)] for m in present}
 
-        use_bottlenecks = self.bottleneck is not None and (self.training or cfg.test_with_bottlenecks)
+        schedule = cfg.fusion_schedule(train=self.training)
         z = None
-        if use_bottlenecks:
+        if "bottleneck" in schedule:
             z = self.bottleneck.expand(batch, -1, -1).to(x[present[0]].dtype)
         joint: Tensor | None = None  # the concatenated sequence of early fusion with one encoder
 
-        for layer in range(cfg.num_layers):
+        for layer, kind in enumerate(schedule):
             maps: dict[str, Tensor] = {}
-            fuse = layer >= cfg.fusion_layer and cfg.num_modalities > 1
-            if fuse and cfg.fusion == "bottleneck" and not use_bottlenecks:
-                fuse = False
-            if not fuse:
+            if kind == "separate":
                 layout = {m: own[m] for m in present}
                 for m in present:
                     x[m], maps[m] = self._block(m, layer, x[m], output_attentions)
-            elif cfg.fusion == "bottleneck":
+            elif kind == "bottleneck":
                 layout = {m: [*own[m], ("bottleneck", z.shape[1])] for m in present}
                 outs = []
                 for m in present:
@@ -361,7 +358,7 @@ class MBT(nn.Module):
                     x[m] = y[:, :n]
                     outs.append(y[:, n:])
                 z = torch.stack(outs, dim=-1).mean(dim=-1)
-            elif not cfg.share_encoder:
+            elif kind == "cross":
                 layout = {m: [s for o in MODALITIES if o != m and o in x for s in own[o]] + own[m] for m in present}
                 new = {}
                 for m in present:  # context in Scenic's fixed order, this modality last

@@ -281,7 +281,7 @@ class Trainer:
         net: nn.Module = self.model
         if d.enabled and not self.fsdp:
             # a late-fusion bottleneck model never uses its bottleneck tokens in training
-            unused = self.model.bottleneck is not None and m.fusion_layer >= m.num_layers
+            unused = self.model.bottleneck is not None and "bottleneck" not in m.fusion_schedule(train=True)
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                 find_unused_parameters=unused,
