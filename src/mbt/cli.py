@@ -58,7 +58,7 @@ def _run_flops(args: argparse.Namespace) -> int:
 
     cfg = MBTConfig()
     if args.preset:
-        from .weights.pretrained import read_config
+        from .models.pretrained import read_config
 
         try:
             cfg = MBTConfig.from_dict(read_config(args.preset)["model"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +96,12 @@ class DataConfig:
     def clip_seconds(self) -> float:
         """Span of the rgb frames of one clip."""
         return self.num_frames / self.frame_rate
+
+
+def load_data_config(directory: str | os.PathLike) -> DataConfig:
+    """The `DataConfig` saved with a model (a `save_pretrained` folder), or the defaults
+    if none was saved."""
+    from ..models.pretrained import read_config
+
+    data = read_config(directory).get("data")
+    return DataConfig.from_dict(data) if data else DataConfig()

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import MODALITIES, MBTConfig, sampled_frame_indices
 from .cpu_kernels import _chunked_attention, _cpu_inference_dtype, linear
+from .pretrained import load_model, save_pretrained
 
 
 @dataclass
@@ -460,16 +461,12 @@ class MBT(nn.Module):
 
     def save_pretrained(self, directory: str, **kwargs) -> None:
         """Write `config.json` and `model.safetensors` into `directory`."""
-        from ..weights.pretrained import save_pretrained
-
         save_pretrained(self, directory, **kwargs)
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> MBT:
         """Load a model written by `save_pretrained` (bit-exact)."""
-        from ..weights.pretrained import load_pretrained
-
-        return load_pretrained(directory, map_location=map_location)
+        return load_model(cls, directory, map_location=map_location)
 
 
 def inflate_patch_kernel(kernel_2d: Tensor, frames: int, method: str) -> Tensor:

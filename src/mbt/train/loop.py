@@ -50,7 +50,7 @@ from ..data.loader import class_balanced_weights, collate
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT
-from ..weights.pretrained import save_pretrained
+from ..models.pretrained import save_pretrained
 from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import ExperimentConfig
 from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
