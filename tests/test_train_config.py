@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mbt.models.config import ConfigError
-from mbt.train.config import PAPER_VIT_INIT, ExperimentConfig
+from mbt.models.config import PAPER_VIT, ConfigError
+from mbt.train.config import ExperimentConfig
 from mbt.train.optim import Schedule, build_optimizer, learning_rate
 from mbt.train.presets import PRESETS, preset
 
@@ -20,7 +20,7 @@ def test_audioset_mini_preset_is_the_official_recipe():
     assert (t.warmup_epochs, t.epochs, t.batch_size, t.max_grad_norm) == (2.5, 50, 64, 1.0)
     assert (t.label_smoothing, t.mixup_alpha, t.mixmod, t.seed, t.checkpoint_every) == (0.3, 0.5, False, 0, 500)
     assert t.balanced_sampling is False
-    assert t.init_from == PAPER_VIT_INIT == "vit_base_patch16_224.orig_in21k"
+    assert t.init_from == PAPER_VIT == "vit_base_patch16_224.orig_in21k"
     assert (m.hidden_size, m.num_layers, m.num_heads, m.mlp_dim) == (768, 12, 12, 3072)
     assert (m.fusion, m.fusion_layer, m.num_bottlenecks, m.classifier) == ("bottleneck", 8, 4, "token")
     assert (m.stochastic_depth, m.num_classes, m.multi_label) == (0.3, 527, True)

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..models.config import MODALITIES
 from .annotations import AnnotationError, Annotations, Item
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig
@@ -49,7 +50,6 @@ from .decode import DecodeError, probe, read_audio, read_clip
 from .features import LogMelStats, log_mel
 
 Split = Literal["train", "val", "test"]
-MODALITIES = ("rgb", "spectrogram")
 _MAX_LISTED = 5
 
 

@@ -49,6 +49,11 @@ VIT_SIZES: dict[str, dict[str, int]] = {
 }
 """ViT sizes (Dosovitskiy et al.); MBT-B is the paper's model."""
 
+PAPER_VIT = "vit_base_patch16_224.orig_in21k"
+"""The initialisation of the paper: the original Google ImageNet-21k ViT-B/16 (big_vision /
+`vision_transformer`). Not timm's `vit_base_patch16_224_in21k`: that alias now loads the
+AugReg weights (`.augreg_in21k`), a different model."""
+
 
 class ConfigError(ValueError):
     """A configuration field has an invalid value; the message names the field."""
