@@ -150,3 +150,23 @@ def test_tiny_preset_is_the_demo_setting():
     cfg = preset("tiny")
     assert cfg.model.hidden_size == 64 and cfg.train.init_from is None and cfg.data.image_size == 64
     assert DemoConfig().model == cfg.model and DemoConfig().recipe == cfg.data
+
+
+def test_data_geometry_comes_from_the_model():
+    from mbt.data.config import DataConfig
+    from mbt.models.config import MBTConfig
+
+    model = preset("tiny").model.replace(num_frames=6, n_sampled_frames=6, image_size=(48, 48),
+                                          spectrogram_size=(300, 32))
+    data = DataConfig(frame_rate=2.0).sized_for(model)
+    assert (data.num_frames, data.image_size, data.num_spectrogram_frames, data.num_mel_bins) == (6, 48, 300, 32)
+    assert data.audio_seconds == 3.0 and data.frame_rate == 2.0
+    ExperimentConfig(model=model, data=data)  # agrees by construction
+    audio = DataConfig().sized_for(model.replace(modalities=("spectrogram",)))
+    assert (audio.num_frames, audio.image_size, audio.num_mel_bins) == (8, 224, 32)  # rgb fields untouched
+    with pytest.raises(ConfigError, match=r"model\.image_size=\[48, 64\]"):
+        DataConfig().sized_for(MBTConfig(image_size=(48, 64), patch_size=(16, 16)))
+    # every preset sets its geometry once, in the model
+    for name in PRESETS:
+        cfg = preset(name)
+        assert cfg.data == cfg.data.sized_for(cfg.model)
