@@ -1,4 +1,4 @@
-"""The CPU inference kernels of `mbt.models.mbt` (oneDNN fused linear+GELU, cached bf16
+"""The CPU inference kernels of `mbt.models.cpu_kernels` (oneDNN fused linear+GELU, cached bf16
 weights, chunked bf16 attention) compute the same function as the plain ops; training,
 and inference with gradients, keep the plain ops."""
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import mbt
-import mbt.models.mbt as mbt_module
-from mbt.models.mbt import _chunked_attention, _cpu_inference_dtype, linear
+import mbt.models.cpu_kernels as mbt_module
+from mbt.models.cpu_kernels import _chunked_attention, _cpu_inference_dtype, linear
 
 from .conftest import randomize, tiny_config, tiny_inputs
 

@@ -83,3 +83,33 @@ def test_cli_takes_presets_and_model_folders(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["macs"] == count_flops(tiny_config()).macs
     assert main(["flops", "--preset", "no-such-preset"]) == 1
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_one_fusion_schedule_and_one_variant_table():
+    cfg = tiny_config()  # bottleneck from layer 2 of 4
+    assert cfg.fusion_schedule(train=True) == ("separate", "separate", "bottleneck", "bottleneck")
+    no_bottlenecks_at_test = cfg.replace(test_with_bottlenecks=False)
+    assert no_bottlenecks_at_test.fusion_schedule(train=False) == ("separate",) * 4
+    assert no_bottlenecks_at_test.fusion_schedule(train=True)[2:] == ("bottleneck", "bottleneck")
+    assert count_flops(no_bottlenecks_at_test) == count_flops(no_bottlenecks_at_test.replace(fusion_layer=4))
+    assert cfg.replace(fusion="vanilla").fusion_schedule()[2:] == ("cross", "cross")
+    assert cfg.replace(fusion="vanilla", share_encoder=True).fusion_schedule()[2:] == ("joint", "joint")
+    assert cfg.replace(modalities=("rgb",)).fusion_schedule(train=True) == ("separate",) * 4
+    # the variants scale MBT-B's fusion layer 8 of 12 to the depth; late fusion is the last layer
+    assert mbt.models.fusion_variant("bottleneck", cfg).fusion_layer == 3
+    assert mbt.models.fusion_variant("vanilla", cfg, fusion_layer=1).fusion_layer == 1
+    assert mbt.models.fusion_variant("late", cfg, fusion_layer=1).fusion_layer == 4
+    early = mbt.models.fusion_variant("early", cfg)
+    assert (early.fusion, early.share_encoder, early.fusion_layer) == ("vanilla", True, 0)
+    with pytest.raises(mbt.ConfigError, match="fusion variant: unknown 'mid'"):
+        mbt.models.fusion_variant("mid", cfg)
+
+
+def test_bench_and_demo_variants_come_from_the_one_table():
+    from mbt.bench import VARIANTS, BenchConfig
+    from mbt.demo.run import VARIANTS as DEMO_VARIANTS
+
+    assert set(VARIANTS) <= set(mbt.models.FUSION_VARIANTS)
+    assert {name for name, _ in DEMO_VARIANTS.values()} <= set(mbt.models.FUSION_VARIANTS)
+    bench = BenchConfig(size="tiny")
+    assert bench.model_config("bottleneck").fusion_layer == round(bench.model_config("late").num_layers * 8 / 12)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mbt.models.config import ConfigError
-from mbt.train.config import PAPER_VIT_INIT, ExperimentConfig
+from mbt.models.config import PAPER_VIT, ConfigError
+from mbt.train.config import ExperimentConfig
 from mbt.train.optim import Schedule, build_optimizer, learning_rate
 from mbt.train.presets import PRESETS, preset
 
@@ -20,7 +20,7 @@ def test_audioset_mini_preset_is_the_official_recipe():
     assert (t.warmup_epochs, t.epochs, t.batch_size, t.max_grad_norm) == (2.5, 50, 64, 1.0)
     assert (t.label_smoothing, t.mixup_alpha, t.mixmod, t.seed, t.checkpoint_every) == (0.3, 0.5, False, 0, 500)
     assert t.balanced_sampling is False
-    assert t.init_from == PAPER_VIT_INIT == "vit_base_patch16_224.orig_in21k"
+    assert t.init_from == PAPER_VIT == "vit_base_patch16_224.orig_in21k"
     assert (m.hidden_size, m.num_layers, m.num_heads, m.mlp_dim) == (768, 12, 12, 3072)
     assert (m.fusion, m.fusion_layer, m.num_bottlenecks, m.classifier) == ("bottleneck", 8, 4, "token")
     assert (m.stochastic_depth, m.num_classes, m.multi_label) == (0.3, 527, True)
@@ -166,3 +166,23 @@ def test_compile_setting_is_auto_and_compiles_on_cuda_only():
     assert cfg.override(["train.compile=max-autotune-no-cudagraphs"]).train.compile == "max-autotune-no-cudagraphs"
     with pytest.raises(ConfigError, match="compile: expected true, false, 'auto'.*got 'fastest'"):
         cfg.override(["train.compile=fastest"])
+
+
+def test_data_geometry_comes_from_the_model():
+    from mbt.data.config import DataConfig
+    from mbt.models.config import MBTConfig
+
+    model = preset("tiny").model.replace(num_frames=6, n_sampled_frames=6, image_size=(48, 48),
+                                          spectrogram_size=(300, 32))
+    data = DataConfig(frame_rate=2.0).sized_for(model)
+    assert (data.num_frames, data.image_size, data.num_spectrogram_frames, data.num_mel_bins) == (6, 48, 300, 32)
+    assert data.audio_seconds == 3.0 and data.frame_rate == 2.0
+    ExperimentConfig(model=model, data=data)  # agrees by construction
+    audio = DataConfig().sized_for(model.replace(modalities=("spectrogram",)))
+    assert (audio.num_frames, audio.image_size, audio.num_mel_bins) == (8, 224, 32)  # rgb fields untouched
+    with pytest.raises(ConfigError, match=r"model\.image_size=\[48, 64\]"):
+        DataConfig().sized_for(MBTConfig(image_size=(48, 64), patch_size=(16, 16)))
+    # every preset sets its geometry once, in the model
+    for name in PRESETS:
+        cfg = preset(name)
+        assert cfg.data == cfg.data.sized_for(cfg.model)

@@ -142,6 +142,20 @@ def test_convert_cli_writes_a_loadable_model(tmp_path):
             np.testing.assert_allclose(model(inputs).logits.numpy(), e["logits"], atol=1e-4)
 
 
+def test_convert_cli_reads_the_vggsound_class_list_as_training_does(tmp_path):
+    d = os.path.join(ASSETS, "parity", "b_token_bottleneck")
+    with open(os.path.join(d, "config.json")) as f:
+        (tmp_path / "model.json").write_text(json.dumps(json.load(f)["mbt_kwargs"]))
+    with open(os.path.join(ASSETS, "annotations", "vggsound", "stat_hche11.csv")) as f:
+        (tmp_path / "stat.csv").write_text("".join(f.readlines()[:7]))  # headerless: name,count,group
+    out = tmp_path / "converted"
+    rc = main(["convert", "scenic", os.path.join(d, "scenic_checkpoint_legacy", "checkpoint_5000"),
+               "--config", str(tmp_path / "model.json"), "--out", str(out), "--labels", str(tmp_path / "stat.csv")])
+    assert rc == 0
+    names = mbt.MBT.from_pretrained(out).config.label_names
+    assert names[:3] == ("ambulance siren", "basketball bounce", "bird chirping, tweeting")
+
+
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an mbt model folder"):
         mbt.MBT.from_pretrained(tmp_path)

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models.config import ConfigError, MBTConfig
+from .models.config import ConfigError, MBTConfig, fusion_variant
 from .models.flops import count_flops
 from .models.mbt import MLP, Attention
 
@@ -184,14 +184,7 @@ class BenchConfig:
         fields = {**SIZES[self.size], **self.model_overrides}
         layers = fields.get("num_layers", MBTConfig.num_layers)
         base = MBTConfig(**{**fields, "fusion_layer": layers})
-        mid = round(layers * 8 / 12)
-        changes: dict[str, Any] = {
-            "late": {"fusion": "bottleneck", "fusion_layer": layers},
-            "bottleneck": {"fusion": "bottleneck", "fusion_layer": mid},
-            "vanilla": {"fusion": "vanilla", "fusion_layer": mid},
-            "early": {"fusion": "vanilla", "share_encoder": True, "fusion_layer": 0},
-        }[variant]
-        return base.replace(**changes)
+        return fusion_variant(variant, base)
 
     def torch_device(self) -> torch.device:
         if self.device == "cuda" and not torch.cuda.is_available():

@@ -52,9 +52,37 @@ def _add_flops(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_flops(args: argparse.Namespace) -> int:
-    from .models.flops import flops_cli
+    """`mbt flops`: the compute of one config, or the table of fusion variants."""
+    from .models.config import MBTConfig
+    from .models.flops import count_flops, flops_table
+    from .overrides import apply_overrides
 
-    return flops_cli(args)
+    cfg = MBTConfig()
+    if args.preset:
+        from .models.pretrained import read_config
+
+        try:
+            cfg = MBTConfig.from_dict(read_config(args.preset)["model"])
+        except FileNotFoundError:
+            from .train.presets import preset
+
+            cfg = preset(args.preset).model
+    cfg = apply_overrides(cfg, args.set)
+    if args.table:
+        rows = flops_table(cfg)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'variant':<36} {'GFLOPs':>8} {'params (M)':>11}")
+            for r in rows:
+                print(f"{r['variant']:<36} {r['gflops']:>8.1f} {r['params_m']:>11.1f}")
+        return 0
+    report = count_flops(cfg)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{report.gflops:.1f} GFLOPs (multiply-adds; {report.flops / 1e9:.1f} G floating-point operations)")
+    return 0
 
 
 # ---------------------------------------------------------------------- data
@@ -386,9 +414,9 @@ def _run_embed(args: argparse.Namespace) -> int:
 
 def _run_embed_dataset(args: argparse.Namespace) -> int:
     from .data.annotations import annotations_from_args
+    from .data.config import load_data_config
     from .embed_dataset import embed_dataset
     from .overrides import apply_overrides
-    from .weights.pretrained import load_data_config
 
     args.annotations = args.videos
     report = embed_dataset(

@@ -145,7 +145,8 @@ def embed_dataset(
     written and resumed, items without a modality, items skipped."""
     from tqdm.auto import tqdm
 
-    from .weights.pretrained import load_data_config, load_pretrained
+    from .data.config import load_data_config
+    from .weights import load_pretrained
 
     if mode not in ("test", "val"):
         raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")

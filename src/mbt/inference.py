@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .data.annotations import Annotations, Item
-from .data.config import DataConfig
+from .data.config import DataConfig, load_data_config
 from .data.dataset import PRESENCE_KEYS, AVDataset
 from .data.decode import DecodeError, media_duration
 from .models.mbt import MBT
-from .weights.pretrained import load_data_config, load_pretrained
+from .weights import load_pretrained
 
 
 @dataclass

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models.config import MBTConfig
 
 
 @dataclass
@@ -92,6 +96,23 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.scale_jitter = tuple(self.scale_jitter)
 
+    def sized_for(self, model: MBTConfig) -> DataConfig:
+        """A copy with the clip geometry of `model`: frames and crop for rgb, window and mel
+        bins (at this `hop_ms`) for the spectrogram. The model config is the one source of
+        geometry; `ExperimentConfig` rejects a data config that disagrees with it."""
+        from ..models.config import ConfigError
+
+        changes: dict[str, Any] = {}
+        if "rgb" in model.modalities:
+            h, w = model.image_size
+            if h != w:
+                raise ConfigError(f"model.image_size={[h, w]}: the data pipeline crops square frames")
+            changes.update(num_frames=model.num_frames, image_size=h)
+        if "spectrogram" in model.modalities:
+            frames, bins = model.spectrogram_size
+            changes.update(audio_seconds=frames * self.hop_ms / 1000.0, num_mel_bins=bins)
+        return dataclasses.replace(self, **changes)
+
     @property
     def num_spectrogram_frames(self) -> int:
         """Spectrogram time bins per clip (800 for 8 s at a 10 ms hop)."""
@@ -101,3 +122,12 @@ class DataConfig:
     def clip_seconds(self) -> float:
         """Span of the rgb frames of one clip."""
         return self.num_frames / self.frame_rate
+
+
+def load_data_config(directory: str | os.PathLike) -> DataConfig:
+    """The `DataConfig` saved with a model (a `save_pretrained` folder), or the defaults
+    if none was saved."""
+    from ..models.pretrained import read_config
+
+    data = read_config(directory).get("data")
+    return DataConfig.from_dict(data) if data else DataConfig()

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..models.config import MODALITIES
 from .annotations import AnnotationError, Annotations, Item
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig
@@ -51,7 +52,6 @@ from .decode import Clip, DecodeError, media_duration, probe, read_audio, read_c
 from .features import LogMelStats, log_mel
 
 Split = Literal["train", "val", "test"]
-MODALITIES = ("rgb", "spectrogram")
 PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 """The item key that says whether its file has each modality."""
 _MAX_LISTED = 5

@@ -22,21 +22,22 @@ import torch
 from ..data.annotations import load_annotations
 from ..data.config import DataConfig
 from ..data.dataset import AVDataset, InMemoryDataset
-from ..models.config import MBTConfig
+from ..models.config import MBTConfig, fusion_variant
 from ..models.flops import count_flops
 from ..models.mbt import MBT
 from ..train.config import DatasetConfig, ExperimentConfig, TrainConfig
 from ..train.presets import preset
 from .synth import SynthConfig, generate
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "audio only": {"modalities": ("spectrogram",)},
-    "video only": {"modalities": ("rgb",)},
-    "late fusion": {"fusion": "bottleneck", "fusion_layer": 4},
-    "cross-attention": {"fusion": "vanilla", "fusion_layer": 2},
-    "bottleneck (MBT)": {"fusion": "bottleneck", "fusion_layer": 2},
+VARIANTS: dict[str, tuple[str, int | None]] = {
+    "audio only": ("audio-only", None),
+    "video only": ("video-only", None),
+    "late fusion": ("late", None),
+    "cross-attention": ("vanilla", 2),
+    "bottleneck (MBT)": ("bottleneck", 2),
 }
-"""The compared models, as changes to `DemoConfig.model`."""
+"""The compared models: their shown names, the `FUSION_VARIANTS` entry and its fusion
+layer, applied to `DemoConfig.model`."""
 
 
 def _demo_model() -> MBTConfig:
@@ -88,7 +89,7 @@ def run_demo(cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, 
 
     rows, runs = [], {}
     for name in cfg.variants:
-        model_cfg = cfg.model.replace(**VARIANTS[name])
+        model_cfg = fusion_variant(VARIANTS[name][0], cfg.model, VARIANTS[name][1])
         experiment = ExperimentConfig(
             model=model_cfg, data=recipe, dataset=DatasetConfig(format="csv"), train=cfg.train,
             name=_slug(name),

@@ -1,6 +1,26 @@
 """The network: `MBTConfig` and `MBT`."""
 
-from .config import MODALITIES, VIT_SIZES, ConfigError, MBTConfig, sampled_frame_indices
+from .config import (
+    FUSION_VARIANTS,
+    MODALITIES,
+    VIT_SIZES,
+    ConfigError,
+    LayerKind,
+    MBTConfig,
+    fusion_variant,
+    sampled_frame_indices,
+)
 from .mbt import MBT, MBTOutput
 
-__all__ = ["MBT", "MODALITIES", "VIT_SIZES", "ConfigError", "MBTConfig", "MBTOutput", "sampled_frame_indices"]
+__all__ = [
+    "FUSION_VARIANTS",
+    "MBT",
+    "MODALITIES",
+    "VIT_SIZES",
+    "ConfigError",
+    "LayerKind",
+    "MBTConfig",
+    "MBTOutput",
+    "fusion_variant",
+    "sampled_frame_indices",
+]

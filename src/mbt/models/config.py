@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +22,25 @@ FUSIONS = ("bottleneck", "vanilla")
 TEMPORAL_ENCODINGS = ("3d_conv", "temporal_sampling")
 TUBELET_INITS = ("central_frame", "average_frame", "default")
 
+LayerKind = Literal["separate", "bottleneck", "cross", "joint"]
+"""What one encoder layer does with the modalities (see `MBTConfig.fusion_schedule`):
+'separate': each modality through its tower alone; 'bottleneck': each modality with the
+shared bottleneck tokens appended; 'cross': each modality attends to every modality's
+tokens in its own tower; 'joint': one sequence of all modalities through the shared
+encoder."""
+
+FUSION_VARIANTS: dict[str, dict[str, Any]] = {
+    "audio-only": {"modalities": ("spectrogram",)},
+    "video-only": {"modalities": ("rgb",)},
+    "late": {"fusion": "bottleneck", "fusion_layer": 12},
+    "bottleneck": {"fusion": "bottleneck", "fusion_layer": 8},
+    "vanilla": {"fusion": "vanilla", "fusion_layer": 8},
+    "early": {"fusion": "vanilla", "share_encoder": True, "fusion_layer": 0},
+}
+"""The paper's fusion variants as changes to MBT-B (12 layers): one modality, late fusion
+(towers meet only in the head), bottleneck fusion and vanilla cross-attention from layer
+8, early fusion in one shared encoder. `fusion_variant` applies one at any depth."""
+
 VIT_SIZES: dict[str, dict[str, int]] = {
     "Ti": {"hidden_size": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768},
     "S": {"hidden_size": 384, "num_layers": 12, "num_heads": 6, "mlp_dim": 1536},
@@ -29,6 +48,11 @@ VIT_SIZES: dict[str, dict[str, int]] = {
     "L": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "mlp_dim": 4096},
 }
 """ViT sizes (Dosovitskiy et al.); MBT-B is the paper's model."""
+
+PAPER_VIT = "vit_base_patch16_224.orig_in21k"
+"""The initialisation of the paper: the original Google ImageNet-21k ViT-B/16 (big_vision /
+`vision_transformer`). Not timm's `vit_base_patch16_224_in21k`: that alias now loads the
+AugReg weights (`.augreg_in21k`), a different model."""
 
 
 class ConfigError(ValueError):
@@ -212,6 +236,19 @@ class MBTConfig:
         """Learned bottleneck tokens: B, plus one with the token classifier (as Scenic)."""
         return self.num_bottlenecks + (1 if self.classifier == "token" else 0)
 
+    def fusion_schedule(self, train: bool = False) -> tuple[LayerKind, ...]:
+        """What each encoder layer does, in training or at evaluation: the one definition
+        that `MBT.forward`, the FLOP count and the trainer follow. Layers before
+        `fusion_layer` run the towers apart; from it on the modalities exchange through
+        the bottleneck tokens (not at evaluation with `test_with_bottlenecks=False`) or
+        attend to each other's tokens ('cross', or 'joint' with `share_encoder`)."""
+        fused: LayerKind = "separate"
+        if self.num_modalities > 1 and self.fusion == "bottleneck":
+            fused = "bottleneck" if train or self.test_with_bottlenecks else "separate"
+        elif self.num_modalities > 1:
+            fused = "joint" if self.share_encoder else "cross"
+        return tuple("separate" if layer < self.fusion_layer else fused for layer in range(self.num_layers))
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
@@ -240,6 +277,21 @@ class MBTConfig:
         if size not in VIT_SIZES:
             raise ConfigError(f"ViT size: unknown {size!r}; known: {list(VIT_SIZES)}")
         return cls(**{**VIT_SIZES[size], **overrides})
+
+
+def fusion_variant(name: str, base: MBTConfig, fusion_layer: int | None = None) -> MBTConfig:
+    """`base` turned into the fusion variant `name` of `FUSION_VARIANTS`. Fused variants
+    start fusing at `fusion_layer`, by default at their MBT-B layer scaled to the depth of
+    `base` (8 of 12 layers); late fusion always at the last layer."""
+    if name not in FUSION_VARIANTS:
+        raise ConfigError(f"fusion variant: unknown {name!r}; expected one of {list(FUSION_VARIANTS)}")
+    changes = dict(FUSION_VARIANTS[name])
+    if name == "late":
+        changes["fusion_layer"] = base.num_layers
+    elif "fusion_layer" in changes:
+        scaled = round(changes["fusion_layer"] * base.num_layers / 12)
+        changes["fusion_layer"] = scaled if fusion_layer is None else fusion_layer
+    return base.replace(**changes)
 
 
 def sampled_frame_indices(num_frames: int, n_sampled_frames: int) -> list[int]:

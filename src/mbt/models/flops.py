@@ -2,7 +2,7 @@
 
 GFLOPs in the paper and in Scenic's `compute_flops` are multiply-adds (XLA's FLOP count
 halved): this module counts the multiply-adds of every matmul and convolution of one
-clip's forward pass (eval mode), following the same layer schedule as `MBT.forward`.
+clip's forward pass (eval mode), following `MBTConfig.fusion_schedule`, as `MBT.forward` does.
 Element-wise work (softmax, GELU, LayerNorm) is left out; against Scenic's measured
 numbers (spec §7) that keeps it within 1%.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import MBTConfig
+from .config import MBTConfig, fusion_variant
 
 
 @dataclass
@@ -64,23 +64,16 @@ def count_flops(
             cfg.tubelet_size if m == "rgb" and cfg.temporal_encoding == "3d_conv" else 1)
         embedding += cfg.num_patches(m) * d * channels * kernel
 
-    uses_bottleneck = cfg.fusion == "bottleneck" and cfg.num_modalities > 1 and (
-        train or cfg.test_with_bottlenecks)
     encoder = 0
-    joint = None
-    for layer in range(cfg.num_layers):
-        fuse = layer >= cfg.fusion_layer and cfg.num_modalities > 1
-        if fuse and cfg.fusion == "bottleneck" and not uses_bottleneck:
-            fuse = False
-        if not fuse:
+    for kind in cfg.fusion_schedule(train):
+        if kind == "separate":
             encoder += sum(block_macs(cfg, n) for n in tokens.values())
-        elif cfg.fusion == "bottleneck":
+        elif kind == "bottleneck":
             encoder += sum(block_macs(cfg, n + cfg.num_bottleneck_tokens) for n in tokens.values())
-        elif not cfg.share_encoder:
+        elif kind == "cross":
             encoder += len(tokens) * block_macs(cfg, sum(tokens.values()))
         else:
-            joint = sum(tokens.values())
-            encoder += block_macs(cfg, joint)
+            encoder += block_macs(cfg, sum(tokens.values()))
 
     width = cfg.representation_size or d
     pooled = len(present) if cfg.classifier == "token" else 1
@@ -88,17 +81,18 @@ def count_flops(
     return FlopsReport(embedding=embedding, encoder=encoder, head=head)
 
 
-FUSION_VARIANTS: dict[str, dict] = {
-    "audio only": {"modalities": ("spectrogram",)},
-    "video only": {"modalities": ("rgb",)},
-    "late fusion": {"fusion_layer": 12},
-    "bottleneck (Lf=8)": {"fusion": "bottleneck", "fusion_layer": 8},
-    "bottleneck (Lf=0)": {"fusion": "bottleneck", "fusion_layer": 0},
-    "cross-attention (Lf=8)": {"fusion": "vanilla", "fusion_layer": 8},
-    "cross-attention (Lf=0)": {"fusion": "vanilla", "fusion_layer": 0},
-    "early fusion, one encoder (Lf=0)": {"fusion": "vanilla", "share_encoder": True, "fusion_layer": 0},
-}
-"""The fusion variants of the paper, as changes to the MBT-B config."""
+TABLE_ROWS: tuple[tuple[str, str, int | None], ...] = (
+    ("audio only", "audio-only", None),
+    ("video only", "video-only", None),
+    ("late fusion", "late", None),
+    ("bottleneck (Lf={})", "bottleneck", None),
+    ("bottleneck (Lf={})", "bottleneck", 0),
+    ("cross-attention (Lf={})", "vanilla", None),
+    ("cross-attention (Lf={})", "vanilla", 0),
+    ("early fusion, one encoder (Lf={})", "early", None),
+)
+"""Rows of `flops_table`: the paper's label, the `FUSION_VARIANTS` entry and its fusion
+layer (None: the variant's own)."""
 
 
 def flops_table(base: MBTConfig | None = None) -> list[dict]:
@@ -109,45 +103,15 @@ def flops_table(base: MBTConfig | None = None) -> list[dict]:
 
     base = base or MBTConfig()
     rows = []
-    for name, changes in FUSION_VARIANTS.items():
-        if "fusion_layer" in changes:
-            changes = {**changes, "fusion_layer": min(changes["fusion_layer"], base.num_layers)}
-        cfg = base.replace(**changes)
+    for label, name, fusion_layer in TABLE_ROWS:
+        cfg = fusion_variant(name, base, fusion_layer)
         with torch.device("meta"):
             params = sum(p.numel() for p in MBT(cfg).parameters())
-        rows.append({"variant": name, "gflops": round(count_flops(cfg).gflops, 1), "params_m": round(params / 1e6, 1)})
+        rows.append(
+            {
+                "variant": label.format(cfg.fusion_layer),
+                "gflops": round(count_flops(cfg).gflops, 1),
+                "params_m": round(params / 1e6, 1),
+            }
+        )
     return rows
-
-
-def flops_cli(args) -> int:
-    """`mbt flops`: the compute of one config, or the table of fusion variants."""
-    import json
-
-    from ..overrides import apply_overrides
-
-    cfg = MBTConfig()
-    if args.preset:
-        from ..weights.pretrained import read_config
-
-        try:
-            cfg = MBTConfig.from_dict(read_config(args.preset)["model"])
-        except FileNotFoundError:
-            from ..train.presets import preset
-
-            cfg = preset(args.preset).model
-    cfg = apply_overrides(cfg, args.set)
-    if args.table:
-        rows = flops_table(cfg)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print(f"{'variant':<36} {'GFLOPs':>8} {'params (M)':>11}")
-            for r in rows:
-                print(f"{r['variant']:<36} {r['gflops']:>8.1f} {r['params_m']:>11.1f}")
-        return 0
-    report = count_flops(cfg)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(f"{report.gflops:.1f} GFLOPs (multiply-adds; {report.flops / 1e9:.1f} G floating-point operations)")
-    return 0

@@ -52,8 +52,9 @@ def train_cli(args: argparse.Namespace) -> int:
 
 def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]:
     """(config, model, default output folder) for a run folder or a saved model folder."""
+    from ..data.config import load_data_config
     from ..models.mbt import MBT
-    from ..weights.pretrained import load_data_config, load_pretrained
+    from ..weights import load_pretrained
 
     target = Path(args.target)
     if (target / "config.yaml").is_file():  # a run folder
@@ -105,7 +106,7 @@ def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]
 
 def _weights_chosen_on(args: argparse.Namespace) -> str:
     """What chose the evaluated weights, as recorded with them (`best` models of a run)."""
-    from ..weights.pretrained import read_config
+    from ..models.pretrained import read_config
 
     target = Path(args.target)
     if (target / "config.yaml").is_file():

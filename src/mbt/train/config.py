@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
-from ..models.config import ConfigError, MBTConfig
+from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -34,11 +34,6 @@ SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
 """`dataset.format` of shard folders written by `mbt data prepare` (see `mbt.data.shards`)."""
-
-PAPER_VIT_INIT = "vit_base_patch16_224.orig_in21k"
-"""The original Google ImageNet-21k ViT-B/16 (big_vision / `vision_transformer`) that MBT
-starts from. Not timm's `vit_base_patch16_224_in21k`: that alias now loads the AugReg
-weights (`.augreg_in21k`), a different model."""
 
 
 @dataclass
@@ -188,7 +183,7 @@ class TrainConfig:
     amp: str = "auto"
     """Mixed precision: 'bf16' autocast, 'fp16' autocast with gradient scaling (CUDA),
     'off' (float32, as official), 'auto' (bf16 on GPUs that support it, else off)."""
-    init_from: str | None = PAPER_VIT_INIT
+    init_from: str | None = PAPER_VIT
     """Initialise both towers from this ViT (a timm model name, or a local .safetensors /
     .pth / .npz); None: random initialisation."""
     freeze: bool = False

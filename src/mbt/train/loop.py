@@ -53,7 +53,7 @@ from ..data.loader import class_balanced_weights, collate, damaged_in, once_per_
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
-from ..weights.pretrained import save_pretrained
+from ..models.pretrained import save_pretrained
 from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import ExperimentConfig
 from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
@@ -301,7 +301,8 @@ class Trainer:
         net: nn.Module = self.model
         if d.enabled and not self.fsdp:
             # a late-fusion bottleneck model never uses its bottleneck tokens in training
-            unused = (self.model.bottleneck is not None and m.fusion_layer >= m.num_layers) or tc.modality_dropout > 0
+            unused = (self.model.bottleneck is not None and "bottleneck" not in m.fusion_schedule(train=True)
+                      ) or tc.modality_dropout > 0
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                 find_unused_parameters=unused,

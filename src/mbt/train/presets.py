@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 from ..data.config import DataConfig
 from ..models.config import ConfigError, MBTConfig
@@ -48,6 +49,11 @@ def _mbt_b(**overrides) -> MBTConfig:
     return MBTConfig.from_vit("B", **{**base, **overrides})
 
 
+def _experiment(model: MBTConfig, data: DataConfig | None = None, **sections: Any) -> ExperimentConfig:
+    """A preset: the clip geometry (frames, crop, spectrogram) is set once, in the model."""
+    return ExperimentConfig(model=model, data=(data or DataConfig()).sized_for(model), **sections)
+
+
 def _official_train(**overrides) -> TrainConfig:
     """Scenic's released AudioSet-mini optimisation recipe (spec §5)."""
     base = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
@@ -69,10 +75,9 @@ def audioset_mini() -> ExperimentConfig:
     best weights on 5% of the training videos held out, where the released config validates
     on the eval (test) set.
     """
-    return ExperimentConfig(
+    return _experiment(
         name="audioset-mini",
         model=_mbt_b(num_classes=527, multi_label=True),
-        data=DataConfig(),
         dataset=DatasetConfig(
             format="audioset",
             train=("balanced_train_segments.csv",),
@@ -101,11 +106,11 @@ def audioset_mini_released() -> ExperimentConfig:
     unreleased feature code. The released config also omits `dataset_configs` and
     `dataset_name` (it does not load as shipped, spec §0.1).
     """
-    return ExperimentConfig(
+    return _experiment(
         name="audioset-mini-released",
         model=_mbt_b(num_classes=527, multi_label=True, classifier="gap", temporal_encoding="3d_conv",
                      tubelet_size=2, tubelet_init="central_frame", num_frames=32, n_sampled_frames=4),
-        data=DataConfig(num_frames=32, frame_rate=12.5, time_mask_count=0),
+        data=DataConfig(frame_rate=12.5, time_mask_count=0),
         dataset=DatasetConfig(
             format="audioset",
             train=("balanced_train_segments.csv",),
@@ -147,10 +152,9 @@ def vggsound() -> ExperimentConfig:
     closest other official hint) uses lr 0.8 with layer-wise decay 0.75 and mixmod. The best
     weights are chosen on 5% of the training videos held out.
     """
-    return ExperimentConfig(
+    return _experiment(
         name="vggsound",
         model=_mbt_b(num_classes=309, multi_label=False),
-        data=DataConfig(),
         dataset=DatasetConfig(
             format="vggsound",
             train=("vggsound.csv",),
@@ -173,7 +177,7 @@ def epic_kitchens_100() -> ExperimentConfig:
     multi-head model comes from): mixup 0.1, label smoothing 0.2, lr 0.5, 50 epochs,
     batch 64, and 4 clips x 3 spatial crops at test.
     """
-    return ExperimentConfig(
+    return _experiment(
         name="epic-kitchens-100",
         model=_mbt_b(num_classes=397, multi_label=False, class_splits=(300, 97), split_names=("noun", "verb")),
         data=DataConfig(num_test_clips=4, num_test_crops=3),
@@ -199,10 +203,9 @@ def kinetics_sounds() -> ExperimentConfig:
     are not comparable to the paper's. No MBT config was released: the optimisation is
     AudioSet-mini's; the best weights are chosen on 5% of the training list held out.
     """
-    return ExperimentConfig(
+    return _experiment(
         name="kinetics-sounds",
         model=_mbt_b(num_classes=31, multi_label=False),
-        data=DataConfig(),
         dataset=DatasetConfig(
             format="kinetics-sounds",
             train=("my_train.txt",),
@@ -224,7 +227,7 @@ def kinetics_400() -> ExperimentConfig:
     MBT builds on): 4 clips x 3 spatial crops. The best weights are chosen on 5% of the
     training videos held out (the validation CSV is the reported test set).
     """
-    return ExperimentConfig(
+    return _experiment(
         name="kinetics-400",
         model=_mbt_b(num_classes=400, multi_label=False),
         data=DataConfig(num_test_clips=4, num_test_crops=3),
@@ -250,10 +253,9 @@ def moments_in_time() -> ExperimentConfig:
     splits: point it at the folder holding `training/` and `validation/` and set
     `dataset.path_pattern` if the CSV paths do not include them.
     """
-    return ExperimentConfig(
+    return _experiment(
         name="moments-in-time",
         model=_mbt_b(num_classes=339, multi_label=False),
-        data=DataConfig(),
         dataset=DatasetConfig(
             format="moments-in-time",
             train=("trainingSet.csv",),
@@ -269,7 +271,7 @@ def tiny() -> ExperimentConfig:
     """A small MBT for laptops and smoke tests (the demo's): width 64, 4 layers, bottleneck
     fusion from layer 2, 4 frames of 64x64 and 2 s of 64-bin log-mel, trained from scratch
     with AdamW. Not a paper setting. Point `dataset` at your data."""
-    return ExperimentConfig(
+    return _experiment(
         name="tiny",
         model=MBTConfig(
             num_classes=9, multi_label=False, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128,
@@ -277,8 +279,7 @@ def tiny() -> ExperimentConfig:
             image_size=(64, 64), spectrogram_size=(200, 64), fusion="bottleneck", fusion_layer=2,
             num_bottlenecks=4, classifier="token", stochastic_depth=0.0,
         ),
-        data=DataConfig(num_frames=4, frame_rate=2.0, image_size=64, min_resize=64, audio_seconds=2.0,
-                        num_mel_bins=64, num_test_clips=1, num_test_crops=1),
+        data=DataConfig(frame_rate=2.0, min_resize=64, num_test_clips=1, num_test_crops=1),
         dataset=DatasetConfig(format="folder"),
         train=TrainConfig(
             optimizer="adamw", lr=3e-3, weight_decay=0.05, warmup_epochs=0.5, epochs=10, batch_size=32,

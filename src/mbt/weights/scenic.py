@@ -136,8 +136,6 @@ def config_from_scenic(
     they fit.
     """
     mc = dict(model_config)
-    if "mbt_kwargs" in mc:  # a parity fixture's config.json
-        mc = dict(mc["mbt_kwargs"])
     unknown = sorted(set(mc) - _KNOWN_KEYS)
     if unknown:
         raise ScenicFormatError(f"unknown Scenic config.model field(s) {unknown}")
@@ -487,10 +485,8 @@ its `config.json` (`frontend`) and printed by `mbt convert scenic`."""
 
 
 def split_scenic_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(`config.model`, `config.dataset_configs` or None) of a Scenic config dump, a bare
-    `config.model` mapping or a parity fixture's config.json."""
-    if "mbt_kwargs" in config:
-        return dict(config["mbt_kwargs"]), None
+    """(`config.model`, `config.dataset_configs` or None) of a Scenic config dump or a bare
+    `config.model` mapping."""
     if "model" in config and "hidden_size" not in config:
         if not isinstance(config["model"], Mapping):
             raise ScenicFormatError(f"config 'model' is a {type(config['model']).__name__}, expected a mapping")
@@ -577,7 +573,8 @@ def convert_scenic_cli(args: Any) -> int:
     """`mbt convert scenic CHECKPOINT --config CONFIG --out DIR`."""
     import yaml
 
-    from .pretrained import read_label_names, save_pretrained
+    from ..data.annotations import read_class_list
+    from ..models.pretrained import save_pretrained
 
     with open(args.config) as f:
         text = f.read()
@@ -587,7 +584,7 @@ def convert_scenic_cli(args: Any) -> int:
     model_config, dataset_configs = split_scenic_config(config)
     overrides: dict[str, Any] = {}
     if args.labels:
-        names = read_label_names(args.labels)
+        names = read_class_list(args.labels)
         overrides["label_names"] = tuple(names)
     shapes = scenic_input_shapes(model_config, dataset_configs) if dataset_configs is not None else None
     model = from_scenic(args.checkpoint, model_config, input_shapes=shapes, **overrides)

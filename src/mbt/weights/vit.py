@@ -25,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.config import PAPER_VIT
 from ..models.mbt import MBT, inflate_patch_kernel
-
-PAPER_VIT = "vit_base_patch16_224.orig_in21k"
-"""The initialisation of the paper: the original ImageNet-21k ViT-B/16."""
 
 
 class ViTFormatError(ValueError):

@@ -1,24 +1,28 @@
-"""mbt's own format, as Hugging Face's: a folder with `config.json` and `model.safetensors`."""
+"""mbt's own format, as Hugging Face's: a folder with `config.json` and `model.safetensors`.
+
+The model layer owns it (`MBT.save_pretrained` / `MBT.from_pretrained`); the data config
+saved beside the model is an opaque section here, typed by `data.config.load_data_config`."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from ..models.config import MBTConfig
-from ..models.mbt import MBT
+from .config import MBTConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
+M = TypeVar("M", bound=nn.Module)
 
-def save_pretrained(model: MBT, directory: str | os.PathLike, data_config: Any = None,
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, data_config: Any = None,
                     extra: dict[str, Any] | None = None) -> None:
     """Write the model's config (and, if given, the `DataConfig` its inputs need, and `extra`
     top-level notes such as a converted model's `frontend`) and weights. Files are written
@@ -60,10 +64,11 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> MBT:
-    """The model saved in `directory`, weights bit-identical to those saved."""
+def load_model(model_class: type[M], directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> M:
+    """The model saved in `directory` (built as `model_class(config)`), weights
+    bit-identical to those saved."""
     config = read_config(directory)
-    model = MBT(MBTConfig.from_dict(config["model"]))
+    model = model_class(MBTConfig.from_dict(config["model"]))
     weights = os.path.join(os.fspath(directory), WEIGHTS_NAME)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
@@ -73,27 +78,3 @@ def load_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
         raise ValueError(f"{weights}: weights do not match the config (missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]})")
     return model.to(map_location).eval()
-
-
-def load_data_config(directory: str | os.PathLike):
-    """The `DataConfig` saved with a model, or the defaults if none was saved."""
-    from ..data.config import DataConfig
-
-    data = read_config(directory).get("data")
-    return DataConfig.from_dict(data) if data else DataConfig()
-
-
-def read_label_names(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file (one per line) or a CSV with a `display_name` or
-    `name` column (AudioSet's class_labels_indices.csv, VGGSound's class list)."""
-    path = os.fspath(path)
-    with open(path, newline="") as f:
-        if path.endswith(".csv"):
-            rows = list(csv.DictReader(f))
-            if not rows:
-                raise ValueError(f"{path}: no rows")
-            for column in ("display_name", "name", "label", "class"):
-                if column in rows[0]:
-                    return [row[column] for row in rows]
-            raise ValueError(f"{path}: no display_name/name/label/class column in {list(rows[0])}")
-        return [line.strip() for line in f if line.strip()]
