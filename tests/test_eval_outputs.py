@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,11 +181,13 @@ def test_predict_ranks_epic_heads_separately(tmp_path, capsys):
     assert main(["predict", video, "--model", str(tmp_path / "m"), "--topk", "2"]) == 0
     out = capsys.readouterr().out
     assert "  noun:" in out and "  verb:" in out and "actions (joint):" in out
+    assert main(["predict", video, "--model", str(tmp_path / "m"), "--topk", "3", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in record["heads"]["verb"]] == [n for n, _ in pred.heads["verb"]]
+    assert [r["label"] for r in record["top"]] == [n for n, _ in pred.top]
 
 
 def test_eval_cli_on_vggsounder_writes_subsets_and_per_class(tmp_path, capsys):
-    import json
-
     from mbt.demo.run import _demo_data, _demo_model
 
     from .conftest import randomize

@@ -225,8 +225,9 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     """Row-normalised confusion matrix with the classes sorted by accuracy (best first), so the
-    weak classes and their confusions gather at the bottom right; class names on the axes up to
-    60 classes, positions in that order beyond (`confusions.csv` names the pairs)."""
+    weak classes and their confusions gather at the bottom right; the figure grows with the
+    classes (about 8 points a class, at most 40 inches) so every name fits on the axes, in 5-7
+    point type; beyond that the axes give positions (`confusions.csv` names the pairs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,13 +240,16 @@ def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path
     c = len(matrix)
     size = min(4 + c * 0.12, 40)
     fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    if c <= 60:
-        ax.set_xticks(range(c), [class_names[k] for k in order], rotation=90, fontsize=7)
-        ax.set_yticks(range(c), [class_names[k] for k in order], fontsize=7)
-    else:
-        ax.set_xlabel("predicted class (sorted by accuracy; names in confusions.csv)")
-    ax.set_ylabel("true class" + ("" if c <= 60 else " (sorted by accuracy, best first)"))
+    # a square-root colour scale, so that confusions of a few percent stand out from zero
+    image = ax.imshow(norm, cmap="viridis", norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1),
+                      interpolation="nearest")
+    points = size * 72 / c  # room per class on an axis
+    if points >= 5:
+        fontsize = min(7.0, points * 0.8)
+        ax.set_xticks(range(c), [class_names[k] for k in order], rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(c), [class_names[k] for k in order], fontsize=fontsize)
+    ax.set_xlabel("predicted class" + ("" if points >= 5 else " (names in confusions.csv)"))
+    ax.set_ylabel("true class (sorted by accuracy, best first)")
     ax.set_title(f"confusion matrix, {c} classes, rows normalised (mean-class accuracy "
                  f"{np.diag(norm)[support[order] > 0].mean():.1%})")
     fig.colorbar(image, ax=ax, fraction=0.03)
