@@ -220,3 +220,12 @@ def test_eval_cli_on_vggsounder_writes_subsets_and_per_class(tmp_path, capsys):
     assert len(rows) == 309 and list(rows[0]) == ["class", "AP", "AUC", "support"]
     assert {r["class"]: int(r["support"]) for r in rows if int(r["support"])} == {"rapping": 2, "playing piano": 2}
     assert not (out / "confusion.png").exists()  # multi-label: no confusion matrix
+    capsys.readouterr()
+    # vggsound.csv read without a split: the evaluation says that train and test rows are mixed
+    (tmp_path / "vggsound.csv").write_text("aaaaaaaaaaa,10,rapping,train\r\nbbbbbbbbbbb,0,playing piano,test\r\n")
+    assert main(["eval", str(tmp_path / "m"), "--data", str(tmp_path / "vggsound.csv"), "--format", "vggsound",
+                 "--classes", str(classes), "--root", str(tmp_path / "media"), "--out", str(out),
+                 "--no-progress", "--num-workers", "0"]) == 0
+    note = "rows of all splits are mixed (1 test, 1 train): choose one with --split / dataset.*_split"
+    assert f"note: test annotations: {note}" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["annotation_notes"] == [note]

@@ -138,6 +138,8 @@ def eval_cli(args: argparse.Namespace) -> int:
             split_names=m.split_names, desc=args.split, progress=not args.no_progress,
         )
         if d.is_main:
+            for note in annotations.notes:
+                print(f"note: {args.split} annotations: {note}", file=sys.stderr)
             names = list(m.label_names or [str(i) for i in range(m.num_classes)])
             paths = write_predictions(result, out, class_names=names, multi_label=m.multi_label,
                                       class_splits=m.class_splits, split_names=m.split_names)
@@ -147,6 +149,7 @@ def eval_cli(args: argparse.Namespace) -> int:
                 "target": str(args.target),
                 "split": args.split,
                 "annotations": list(annotations.sources),
+                "annotation_notes": list(annotations.notes),
                 "metrics": json_safe(result.metrics),
                 "num_videos": len(result.video_ids),
                 **({"modality_subsets": {k: json_safe(v) for k, v in
