@@ -1,6 +1,7 @@
 """`mbt train` / `mbt eval` end to end: config handling, and a real run on generated H.264 + AAC
 videos (a folder dataset with a silent-less clip, a video without audio and a corrupt file)."""
 
+import csv
 import json
 
 import numpy as np
@@ -66,7 +67,8 @@ def test_train_and_eval_on_video_files(videos, tmp_path, capsys):
     results = json.loads((run / "results.json").read_text())
     assert results["steps"] == 4
     assert results["test"]["num_examples"] == 8 and results["test"]["num_views"] == 16  # 2 clips per video
-    assert set(results["test"]) >= {"top1", "top5", "loss"}  # one label per video: softmax metrics
+    assert set(results["test"]) >= {"top1", "mean_class_acc", "loss"}  # one label per video: softmax metrics
+    assert "top5" not in results["test"]  # 2 classes: top-5 would always be 1
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["label_names"] == ["quiet", "tone"] and saved["model"]["multi_label"] is False
     capsys.readouterr()
@@ -81,6 +83,14 @@ def test_train_and_eval_on_video_files(videos, tmp_path, capsys):
     assert all(abs(sum(p for _, p in r["top"]) - 1) < 1e-4 for r in rows)  # softmax over the 2 classes
     saved = np.load(run / "eval/test-best/predictions.npz")
     assert saved["logits"].shape == (8, 2)
+    with open(run / "eval/test-best/per_class.csv", newline="") as f:
+        per_class = list(csv.DictReader(f))
+    assert [r["class"] for r in per_class] == ["quiet", "tone"] and sum(int(r["support"]) for r in per_class) == 8
+    right = saved["logits"].argmax(1) == saved["labels"].argmax(1)
+    assert metrics["mean_class_acc"] == pytest.approx(np.mean([float(r["accuracy"]) for r in per_class]))
+    assert metrics["top1"] == pytest.approx(right.mean())
+    assert (run / "eval/test-best/confusion.png").stat().st_size > 0
+    assert (run / "eval/test-best/confusions.csv").read_text().startswith("true,predicted,count,fraction_of_true")
 
     # a saved model folder, evaluated on annotations given on the command line, one clip per video
     out = tmp_path / "eval-final"

@@ -148,15 +148,16 @@ def _run_data_probe(args: argparse.Namespace) -> int:
     return probe_cli(args)
 
 
-_FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "epic100", "kinetics", "kinetics-sounds",
-            "moments-in-time")
+_FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "vggsounder", "epic100", "kinetics",
+            "kinetics-sounds", "moments-in-time")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Which annotations, in which format, with media under which root (mbt.data.annotations)."""
     p.add_argument("annotations", nargs="+",
                    help="annotation file(s): a folder (folder), a manifest (csv/jsonl), segment CSVs "
-                        "(audioset), vggsound.csv, EPIC_100_*.csv, a Kinetics CSV or a Kinetics-Sounds list")
+                        "(audioset), vggsound.csv or a VGGSound split list, vggsounder.csv, EPIC_100_*.csv, "
+                        "a Kinetics CSV or a Kinetics-Sounds list")
     p.add_argument("--format", required=True, choices=_FORMATS, help="annotation format")
     _add_annotation_options(p)
 
@@ -242,7 +243,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test: num_test_clips x num_test_crops views per video; val: one middle clip")
     p.add_argument("--data", nargs="+", metavar="FILE", help="annotation file(s) (default: the run's)")
-    p.add_argument("--format", help="annotation format (folder, csv, jsonl, audioset, vggsound, epic100, "
+    p.add_argument("--format", help="annotation format (folder, csv, jsonl, audioset, vggsound, vggsounder, epic100, "
                                     "kinetics, kinetics-sounds)")
     p.add_argument("--root", help="folder holding the media files")
     p.add_argument("--classes", help="class list file")
@@ -347,8 +348,16 @@ def _run_predict(args: argparse.Namespace) -> int:
             continue
         extra = f"  ({pred.note})" if pred.note else ""
         print(f"{path}  [{pred.num_clips} clip(s), {'+'.join(pred.modalities)}]{extra}")
+        for head, ranking in pred.heads.items():
+            print(f"  {head}:")
+            for name, prob in ranking:
+                print(f"    {prob:7.2%}  {name}")
+        if pred.heads and len(pred.heads) != 2:
+            continue
+        if pred.heads:
+            print("  actions (joint):")
         for name, prob in pred.top:
-            print(f"  {prob:7.2%}  {name}")
+            print(f"{'    ' if pred.heads else '  '}{prob:7.2%}  {name}")
     return 1 if failed else 0
 
 

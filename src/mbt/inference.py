@@ -34,7 +34,9 @@ class Prediction:
 
     path: str
     top: list[tuple[str, float]]
-    """(class name, probability), best first: sigmoid for multi-label models, softmax else."""
+    """(class name, probability), best first: sigmoid for multi-label models, softmax else. For a
+    model with two heads (EPIC's noun and verb): the joint pairs ('verb noun'), ranked by the
+    product of the heads' probabilities."""
     num_clips: int
     modalities: tuple[str, ...]
     """Modalities the prediction used."""
@@ -44,11 +46,16 @@ class Prediction:
     """Concealed damage met decoding the clips (FFmpeg errors, corrupt frames); '' if none."""
     scores: np.ndarray | None = field(default=None, repr=False)
     """All class probabilities."""
+    heads: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    """Models with several heads (`class_splits`): each head's own ranking, best first."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "top": [{"label": n, "probability": round(p, 6)} for n, p in self.top],
-                "num_clips": self.num_clips, "modalities": list(self.modalities), "note": self.note,
-                "damage": self.damage}
+        def ranked(pairs: list[tuple[str, float]]) -> list[dict[str, Any]]:
+            return [{"label": n, "probability": round(p, 6)} for n, p in pairs]
+
+        return {"path": self.path, "top": ranked(self.top), "num_clips": self.num_clips,
+                "modalities": list(self.modalities), "note": self.note, "damage": self.damage,
+                **({"heads": {h: ranked(v) for h, v in self.heads.items()}} if self.heads else {})}
 
 
 class Predictor:
@@ -107,10 +114,26 @@ class Predictor:
         batch = self.clips(path, num_clips)
         inputs, note = self._inputs(batch, path)
         logits = self.model(inputs).logits.float().mean(0)
-        probs = class_probabilities(self.model.config, logits)
-        order = probs.argsort(descending=True)[:topk].tolist()
-        return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order], len(batch["has_audio"]),
-                          tuple(inputs), note, batch["damage"], probs.numpy())
+        cfg = self.model.config
+        probs = class_probabilities(cfg, logits)
+        if not cfg.class_splits or cfg.multi_label:
+            order = probs.argsort(descending=True)[:topk].tolist()
+            return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order],
+                              len(batch["has_audio"]), tuple(inputs), note, batch["damage"], probs.numpy())
+        names = list(cfg.split_names or [f"head{i}" for i in range(len(cfg.class_splits))])
+        parts = probs.split(list(cfg.class_splits))
+        offsets = np.cumsum([0, *cfg.class_splits])
+        heads = {}
+        for name, p, lo in zip(names, parts, offsets, strict=False):
+            order = p.argsort(descending=True)[:topk].tolist()
+            heads[name] = [(self.class_names[lo + i], float(p[i])) for i in order]
+        top = heads[names[0]]
+        if len(parts) == 2:  # the joint pairs: each member of a top-k pair is in its head's top k
+            first = 1 if names == ["noun", "verb"] else 0  # say 'verb noun', as EPIC's actions read
+            a, b = heads[names[first]], heads[names[1 - first]]
+            top = sorted(((f"{x} {y}", px * py) for x, px in a for y, py in b), key=lambda t: -t[1])[:topk]
+        return Prediction(path, top, len(batch["has_audio"]), tuple(inputs), note, batch["damage"], probs.numpy(),
+                          heads)
 
     @torch.no_grad()
     def embed(self, path: str, num_clips: int | None = None) -> dict[str, np.ndarray]:

@@ -33,8 +33,13 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def train_cli(args: argparse.Namespace) -> int:
     if args.list_presets:
+        import inspect
+        import textwrap
+
         for name, fn in PRESETS.items():
-            print(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            text = " ".join(inspect.getdoc(fn).split()) if fn.__doc__ else ""
+            print(textwrap.fill(text, 100, initial_indent=f"{name:20s} ", subsequent_indent=" " * 21,
+                                break_on_hyphens=False, break_long_words=False))
         return 0
     cfg = resolve_config(args)
     if args.print_config:
@@ -120,7 +125,7 @@ def _weights_chosen_on(args: argparse.Namespace) -> str:
 def eval_cli(args: argparse.Namespace) -> int:
     from .data import load_split_annotations
     from .distributed import barrier, init_distributed, shutdown
-    from .evaluate import evaluate, json_safe, write_predictions
+    from .evaluate import evaluate, json_safe, modality_subset_metrics, write_eval_tables, write_predictions
     from .loop import resolve_amp
 
     cfg, model, out = _eval_config(args)
@@ -147,16 +152,24 @@ def eval_cli(args: argparse.Namespace) -> int:
             split_names=m.split_names, desc=args.split, progress=not args.no_progress,
         )
         if d.is_main:
-            paths = write_predictions(result, out, class_names=m.label_names or
-                                      [str(i) for i in range(m.num_classes)], multi_label=m.multi_label,
+            for note in annotations.notes:
+                print(f"note: {args.split} annotations: {note}", file=sys.stderr)
+            names = list(m.label_names or [str(i) for i in range(m.num_classes)])
+            paths = write_predictions(result, out, class_names=names, multi_label=m.multi_label,
                                       class_splits=m.class_splits, split_names=m.split_names)
+            paths.update(write_eval_tables(result, out, class_names=names, multi_label=m.multi_label,
+                                           class_splits=m.class_splits, split_names=m.split_names))
             report = {
                 "target": str(args.target),
                 "split": args.split,
                 "weights_chosen_on": _weights_chosen_on(args),
                 "annotations": list(annotations.sources),
+                "annotation_notes": list(annotations.notes),
                 "metrics": json_safe(result.metrics),
                 "num_videos": len(result.video_ids),
+                **({"modality_subsets": {k: json_safe(v) for k, v in
+                                         modality_subset_metrics(result, annotations).items()}}
+                   if annotations.format == "vggsounder" else {}),
                 "skipped": {
                     "unreadable_views": [f"{p}: {r}" for p, r in result.skipped],
                     "missing_files_left_out": [p for p, _ in getattr(dataset, "dropped", [])],
@@ -168,7 +181,8 @@ def eval_cli(args: argparse.Namespace) -> int:
                 json.dump(report, f, indent=2)
             json.dump(report["metrics"] if not args.json else report, sys.stdout, indent=2)
             sys.stdout.write("\n")
-            print(f"wrote {out / 'metrics.json'} and {paths['jsonl']}", file=sys.stderr)
+            print(f"wrote {out / 'metrics.json'}, {paths['jsonl']}, {paths['per_class']}"
+                  + (f", {out / 'confusion*.png'}" if not m.multi_label else ""), file=sys.stderr)
             print(f"weights chosen on: {report['weights_chosen_on']}", file=sys.stderr)
         barrier(d)
     finally:

@@ -204,3 +204,106 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | str | None]:
         else:
             out[k] = v
     return out
+
+
+def write_eval_tables(
+    result: EvalResult,
+    folder: str | Path,
+    *,
+    class_names: Sequence[str],
+    multi_label: bool,
+    class_splits: Sequence[int] | None = None,
+    split_names: Sequence[str] | None = None,
+    top_confusions_listed: int = 100,
+) -> dict[str, str]:
+    """Write `per_class.csv` (see `metrics.per_class_metrics`) and, for softmax heads, the
+    confusion picture `confusion.png` and the most frequent confusions `confusions.csv` (per
+    head with several heads: `confusion_<head>.png`, `confusions_<head>.csv`); returns the paths."""
+    from .metrics import confusion_matrix, per_class_metrics, top_confusions
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = per_class_metrics(result.logits, result.labels, multi_label=multi_label, class_names=class_names,
+                             class_splits=class_splits, split_names=split_names)
+    paths = {"per_class": str(_write_csv(folder / "per_class.csv", rows))}
+    if multi_label or not len(result.logits):
+        return paths
+    bounds = np.cumsum([0, *class_splits]) if class_splits else np.array([0, len(class_names)])
+    heads = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(bounds) - 1)]
+    for h, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        suffix = f"_{heads[h]}" if len(bounds) > 2 else ""
+        names = list(class_names[lo:hi])
+        matrix = confusion_matrix(result.logits[:, lo:hi], result.labels[:, lo:hi])
+        paths[f"confusions{suffix}"] = str(_write_csv(folder / f"confusions{suffix}.csv",
+                                                      top_confusions(matrix, names, top_confusions_listed),
+                                                      ("true", "predicted", "count", "fraction_of_true")))
+        paths[f"confusion{suffix}"] = str(_confusion_figure(matrix, names, folder / f"confusion{suffix}.png"))
+    return paths
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> Path:
+    import csv
+
+    columns = list(columns or (rows[0] if rows else []))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Row-normalised confusion matrix with the classes sorted by accuracy (best first), so the
+    weak classes and their confusions gather at the bottom right; the figure grows with the
+    classes (about 8 points a class, at most 40 inches) so every name fits on the axes, in 5-7
+    point type; beyond that the axes give positions (`confusions.csv` names the pairs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    support = matrix.sum(1)
+    norm = matrix / np.maximum(support, 1)[:, None]
+    order = np.lexsort((np.arange(len(matrix)), -np.diag(norm)))
+    norm = norm[order][:, order]
+    c = len(matrix)
+    size = min(4 + c * 0.12, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    # a square-root colour scale, so that confusions of a few percent stand out from zero
+    image = ax.imshow(norm, cmap="viridis", norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1),
+                      interpolation="nearest")
+    points = size * 72 / c  # room per class on an axis
+    if points >= 5:
+        fontsize = min(7.0, points * 0.8)
+        ax.set_xticks(range(c), [class_names[k] for k in order], rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(c), [class_names[k] for k in order], fontsize=fontsize)
+    ax.set_xlabel("predicted class" + ("" if points >= 5 else " (names in confusions.csv)"))
+    ax.set_ylabel("true class (sorted by accuracy, best first)")
+    ax.set_title(f"confusion matrix, {c} classes, rows normalised (mean-class accuracy "
+                 f"{np.diag(norm)[support[order] > 0].mean():.1%})")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def modality_subset_metrics(result: EvalResult, annotations: Any) -> dict[str, dict[str, float]]:
+    """VGGSounder: multi-label metrics on each modality subset (`VGGSOUNDER_SUBSETS`): per subset,
+    the videos with a label of those tags, targets restricted to those labels."""
+    from ..data.annotations import VGGSOUNDER_SUBSETS, modality_subset_targets
+    from .metrics import classification_metrics
+
+    row_of = {v: i for i, v in enumerate(result.video_ids)}
+    out = {}
+    for subset in VGGSOUNDER_SUBSETS:
+        positions, labels = modality_subset_targets(annotations, subset)
+        pairs = [(row_of[annotations.items[p].video_id], lab) for p, lab in zip(positions, labels, strict=True)
+                 if annotations.items[p].video_id in row_of]
+        target = np.zeros((len(pairs), result.logits.shape[1]))
+        for r, (_, lab) in enumerate(pairs):
+            target[r, list(lab)] = 1.0
+        rows = [row for row, _ in pairs]
+        out[subset] = classification_metrics(result.logits[rows], target, multi_label=True)
+    return out

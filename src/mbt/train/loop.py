@@ -242,6 +242,8 @@ class Trainer:
         cfg, changes = resolve_label_space(cfg, train_ann)
         for line in changes:
             log.info("%s", line)
+        for note in train_ann.notes:  # e.g. vggsound.csv read without a split: test rows in training
+            log.warning("dataset.train: %s", note)
         self.cfg = cfg
         self.train_set = given["train"] if "train" in given else build_dataset(cfg, "train", train_ann)
         self.eval_sets: dict[str, Any] = {}

@@ -5,15 +5,19 @@
   positive), mean ROC AUC over classes with positives and negatives, and d-prime
   `sqrt(2) * Phi^-1(mAUC)` (the AudioSet convention; not in the official code), plus
   `prec@1` (is the top class a positive).
-- Single-label: top-1 / top-5 accuracy.
-- Several softmax heads (EPIC verb / noun): top-1 / top-5 per head and for the joint
+- Single-label: top-1 / top-5 accuracy (top-5 only with more than 5 classes, where it is not
+  trivially 1) and mean-class accuracy (the mean over classes of their recall).
+- Several softmax heads (EPIC verb / noun): the same per head and for the joint
   (action) prediction `P(a, b) = softmax(a)[a] * softmax(b)[b]` (ViViT's
   `get_joint_logits_labels`).
+- Per class (`per_class_metrics`, `per_class.csv` of `mbt eval`): AP and AUC (multi-label),
+  accuracy (recall), precision (single-label), support; `top_confusions` for single-label.
 All values are fractions in [0, 1] (multiply by 100 for the paper's tables).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -148,20 +152,112 @@ def classification_metrics(
         heads = list(zip(np.split(logits, parts, axis=1), np.split(labels, parts, axis=1), strict=True))
         losses = []
         for name, (lg, y) in zip(names, heads, strict=True):
-            acc = topk_accuracy(lg, y.argmax(1))
-            out[f"{name}_top1"], out[f"{name}_top5"] = acc[1], acc[5]
+            out.update(_single_label(lg, y.argmax(1), f"{name}_"))
             losses.append(_softmax_ce(lg, y))
         if len(heads) == 2:
             (la, ya), (lb, yb) = heads
-            joint_name = "action" if set(names) == {"verb", "noun"} else f"{names[0]}-{names[1]}"
-            acc = joint_topk_accuracy(la, lb, ya.argmax(1), yb.argmax(1))
-            out[f"{joint_name}_top1"], out[f"{joint_name}_top5"] = acc[1], acc[5]
+            joint_name = joint_head_name(names)
+            ks = (1, 5) if la.shape[1] * lb.shape[1] > 5 else (1,)
+            acc = joint_topk_accuracy(la, lb, ya.argmax(1), yb.argmax(1), ks)
+            out.update({f"{joint_name}_top{k}": v for k, v in acc.items()})
+            action = ya.argmax(1) * lb.shape[1] + yb.argmax(1)
+            hit = (la.argmax(1) == ya.argmax(1)) & (lb.argmax(1) == yb.argmax(1))
+            out[f"{joint_name}_mean_class_acc"] = _mean_class(hit, action)
         out["loss"] = float(np.mean(losses))
         return out
-    acc = topk_accuracy(logits, labels.argmax(1))
-    out["top1"], out["top5"] = acc[1], acc[5]
+    out.update(_single_label(logits, labels.argmax(1)))
     out["loss"] = _softmax_ce(logits, labels)
     return out
+
+
+def joint_head_name(names: Sequence[str]) -> str:
+    """Name of the joint prediction of two heads ('action' for EPIC's verb and noun)."""
+    return "action" if set(names) == {"verb", "noun"} else f"{names[0]}-{names[1]}"
+
+
+def _single_label(logits: np.ndarray, label_index: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """top1, top5 (more than 5 classes only) and mean-class accuracy of one softmax head."""
+    acc = topk_accuracy(logits, label_index, (1, 5) if logits.shape[1] > 5 else (1,))
+    out = {f"{prefix}top{k}": v for k, v in acc.items()}
+    out[f"{prefix}mean_class_acc"] = _mean_class(logits.argmax(1) == label_index, label_index)
+    return out
+
+
+def _mean_class(hit: np.ndarray, label_index: np.ndarray) -> float:
+    """Mean over the classes present of the fraction of their examples predicted right."""
+    _, inverse = np.unique(label_index, return_inverse=True)
+    return float((np.bincount(inverse, weights=hit.astype(np.float64)) / np.bincount(inverse)).mean())
+
+
+def per_class_metrics(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    multi_label: bool,
+    class_names: Sequence[str],
+    class_splits: Sequence[int] | None = None,
+    split_names: Sequence[str] | None = None,
+) -> list[dict[str, object]]:
+    """One row per class. Multi-label: AP and AUC (NaN where undefined) and support (positives).
+    Single-label: accuracy (recall: right among its examples), precision (right among the
+    videos predicted as it; NaN when never predicted) and support. With two heads, also one row
+    per (a, b) pair present in the labels (EPIC's actions: `head` 'action')."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if multi_label:
+        ap, auc = average_precision(logits, labels), roc_auc(logits, labels)
+        support = (labels > 0.5).sum(0)
+        return [{"class": n, "AP": float(ap[k]), "AUC": float(auc[k]), "support": int(support[k])}
+                for k, n in enumerate(class_names)]
+    splits = list(class_splits) if class_splits else [logits.shape[1]]
+    names = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(splits))]
+    bounds = np.cumsum([0, *splits])
+    rows: list[dict[str, object]] = []
+    preds, truths = [], []
+    for h, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        pred, truth = logits[:, lo:hi].argmax(1), labels[:, lo:hi].argmax(1)
+        preds.append(pred)
+        truths.append(truth)
+        for k in range(hi - lo):
+            support, predicted = int((truth == k).sum()), int((pred == k).sum())
+            right = int(((truth == k) & (pred == k)).sum())
+            row: dict[str, object] = {"head": names[h]} if class_splits else {}
+            row.update({"class": class_names[lo + k], "accuracy": right / support if support else float("nan"),
+                        "precision": right / predicted if predicted else float("nan"), "support": support})
+            rows.append(row)
+    if len(splits) == 2:
+        (pa, pb), (ta, tb) = preds, truths
+        hit = (pa == ta) & (pb == tb)
+        for a, b in sorted(set(zip(ta.tolist(), tb.tolist(), strict=True))):
+            mask = (ta == a) & (tb == b)
+            rows.append({"head": joint_head_name(names), "class": f"{class_names[a]} / {class_names[bounds[1] + b]}",
+                         "accuracy": float(hit[mask].mean()), "precision": float("nan"),
+                         "support": int(mask.sum())})
+    return rows
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[C, C] counts of (true class, predicted class) of a single-label head."""
+    c = logits.shape[1]
+    idx = np.asarray(labels).argmax(1) * c + np.asarray(logits).argmax(1)
+    return np.bincount(idx, minlength=c * c).reshape(c, c)
+
+
+def top_confusions(matrix: np.ndarray, class_names: Sequence[str], n: int = 50) -> list[dict[str, object]]:
+    """The `n` most frequent (true, predicted) pairs with true != predicted, most first, with the
+    share of the true class's examples they take."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:n]
+    support = matrix.sum(1)
+    rows = []
+    for f in flat:
+        t, p = divmod(int(f), matrix.shape[1])
+        if off[t, p] == 0:
+            break
+        rows.append({"true": class_names[t], "predicted": class_names[p], "count": int(off[t, p]),
+                     "fraction_of_true": float(off[t, p] / support[t])})
+    return rows
 
 
 def primary_metric(multi_label: bool, class_splits: Sequence[int] | None, split_names: Sequence[str] | None) -> str:
@@ -169,8 +265,7 @@ def primary_metric(multi_label: bool, class_splits: Sequence[int] | None, split_
     if multi_label:
         return "mAP"
     if class_splits and len(class_splits) == 2:
-        names = list(split_names) if split_names else ["head0", "head1"]
-        return "action_top1" if set(names) == {"verb", "noun"} else f"{names[0]}-{names[1]}_top1"
+        return f"{joint_head_name(list(split_names) if split_names else ['head0', 'head1'])}_top1"
     if class_splits:
         names = list(split_names) if split_names else ["head0"]
         return f"{names[0]}_top1"
