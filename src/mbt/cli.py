@@ -128,6 +128,8 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untrimmed", action="store_true",
                    help="files are full source videos: cut [start, end] out of them (YouTube formats)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (counted) instead of failing")
+    p.add_argument("--duplicates", choices=("error", "keep", "drop"), default="error",
+                   help="a clip listed twice: refuse the file (default), or keep/drop the repeats (reported)")
 
 
 def _add_data_summary(dsub: argparse._SubParsersAction) -> None:
