@@ -1,4 +1,4 @@
-"""`mbt` command line: train | eval | predict | embed | explain | demo | convert | flops | bench | data.
+"""`mbt` command line: train | eval | predict | embed | explain | demo | convert | export | flops | bench | data.
 
 Each command group adds its parser in one `_add_*` function and runs through a small
 handler that imports its module lazily, so `mbt --help` stays fast.
@@ -52,6 +52,22 @@ def _run_flops(args: argparse.Namespace) -> int:
     from .models.flops import flops_cli
 
     return flops_cli(args)
+
+
+# ---------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a saved model as ONNX or a torch.export program (.pt2), dynamic batch")
+    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export_pretrained
+
+    print(export_pretrained(args.model, args.out, args.format))
+    return 0
 
 
 # ---------------------------------------------------------------------- data
@@ -363,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_convert(sub)
     _add_flops(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
