@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -540,9 +541,16 @@ class MBT(nn.Module):
 
         save_pretrained(self, directory, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs) -> Any:
+        """Upload to the Hugging Face Hub with a generated model card (`mbt.weights.hub.push_to_hub`)."""
+        from ..weights.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     @classmethod
     def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> MBT:
-        """Load a model written by `save_pretrained` (bit-exact)."""
+        """Load a model written by `save_pretrained` (bit-exact), from a folder or from the Hub
+        as `hf-hub:org/name[@revision]`."""
         from ..weights.pretrained import load_pretrained
 
         return load_pretrained(directory, map_location=map_location)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from ..models.config import MBTConfig
 from ..models.mbt import MBT
+from .hub import resolve_model_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -59,7 +60,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> MBT:
-    """The model saved in `directory`, weights bit-identical to those saved."""
+    """The model saved in `directory` (or `hf-hub:org/name[@revision]`, `hub.py`), weights
+    bit-identical to those saved."""
+    directory = resolve_model_dir(directory)
     config = read_config(directory)
     model = MBT(MBTConfig.from_dict(config["model"]))
     weights = os.path.join(os.fspath(directory), WEIGHTS_NAME)
@@ -77,7 +80,7 @@ def load_data_config(directory: str | os.PathLike):
     """The `DataConfig` saved with a model, or the defaults if none was saved."""
     from ..data.config import DataConfig
 
-    data = read_config(directory).get("data")
+    data = read_config(resolve_model_dir(directory)).get("data")
     return DataConfig.from_dict(data) if data else DataConfig()
 
 
