@@ -51,10 +51,17 @@ def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> st
     out = os.fspath(out)
     module = LogitsModule(model.cpu().float().eval())
     inputs = example_inputs(model)
-    names = list(module.modalities)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input shape checks, constant here
+        warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")  # said by mkldnn.flags
+        _export(module, inputs, out, format)
+    return out
+
+
+def _export(module: LogitsModule, inputs: tuple[Tensor, ...], out: str, format: str) -> None:
+    names = list(module.modalities)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         if format == "onnx":
             # torch >= 2.9 defaults to the dynamo exporter; older releases take no `dynamo` argument
             legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
@@ -66,7 +73,6 @@ def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> st
             batch = torch.export.Dim("batch", min=1, max=1024)
             program = torch.export.export(module, inputs, dynamic_shapes={"inputs": tuple({0: batch} for _ in names)})
             torch.export.save(program, out)
-    return out
 
 
 def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx") -> str:
