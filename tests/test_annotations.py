@@ -287,7 +287,7 @@ def test_unreadable_annotation_files(tmp_path):
         parse_kinetics(tmp_path / "nope.csv")
     binary = tmp_path / "k.csv"
     binary.write_bytes(b"label,youtube_id,time_start,time_end,split\n\xff\xfe\x00garbage\n")
-    with pytest.raises(AnnotationError, match=r"k\.csv:.*not readable as CSV text"):
+    with pytest.raises(AnnotationError, match=r"k\.csv:2: not UTF-8 text: byte 0xff at column 1"):
         parse_kinetics(binary)
     fake_gz = tmp_path / "segments.csv.gz"
     fake_gz.write_text("not gzip")

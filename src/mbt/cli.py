@@ -1,4 +1,5 @@
-"""`mbt` command line: train | eval | predict | embed | probe | explain | demo | convert | flops | bench | data.
+"""`mbt` command line: train | eval | predict | embed | probe | explain | demo | convert | export | flops
+| bench | data.
 
 Each command group adds its parser in one `_add_*` function and runs through a small
 handler that imports its module lazily, so `mbt --help` stays fast.
@@ -82,6 +83,22 @@ def _run_flops(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(f"{report.gflops:.1f} GFLOPs (multiply-adds; {report.flops / 1e9:.1f} G floating-point operations)")
+    return 0
+
+
+# ---------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a saved model as ONNX or a torch.export program (.pt2), dynamic batch")
+    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export_pretrained
+
+    print(export_pretrained(args.model, args.out, args.format))
     return 0
 
 
@@ -174,6 +191,8 @@ def _add_annotation_options(p: argparse.ArgumentParser | argparse._ArgumentGroup
     p.add_argument("--untrimmed", action="store_true",
                    help="files are full source videos: cut [start, end] out of them (YouTube formats)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (counted) instead of failing")
+    p.add_argument("--duplicates", choices=("error", "keep", "drop"), default="error",
+                   help="a clip listed twice: refuse the file (default), or keep/drop the repeats (reported)")
 
 
 def _add_data_summary(dsub: argparse._SubParsersAction) -> None:
@@ -534,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_convert(sub)
     _add_flops(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)

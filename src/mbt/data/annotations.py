@@ -39,9 +39,13 @@ the default): the item's segment is then `[0, end - start]` of the file. With `t
 files are the full source videos and the segment is `[start, end]`. EPIC segments are always cut
 from the long videos by `start_timestamp`/`stop_timestamp`.
 
-Errors. A bad row (unknown label, malformed number or timestamp, wrong column count) is a
-`Problem(file, line, message)`. Without `skip_bad` the parser raises `AnnotationError` listing them;
-with it the rows are skipped and kept in `Annotations.problems`. A missing media file never stops the
+Errors. A bad row (unknown label, malformed or negative number or timestamp, wrong column count,
+a quote left open at the end of the line, bytes that are not UTF-8) is a `Problem(file, line,
+message)` and costs only its own line (a CSV row is one line: no format here has multi-line fields).
+Without `skip_bad` the parser raises `AnnotationError` listing them; with it the rows are skipped and
+kept in `Annotations.problems`. `load_annotations` also refuses annotations without items (an empty
+or header-only file) and clips listed twice (same id and segment) unless `duplicates` is 'keep' or
+'drop' (then listed in `Annotations.duplicates` and warned about). A missing media file never stops the
 parse: the item is kept with `found=False` and listed by `Annotations.missing`; the dataset then
 refuses to start unless asked to skip them.
 """
@@ -57,6 +61,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +156,9 @@ class Annotations:
     """Names of the label blocks (EPIC: ('noun', 'verb'))."""
     problems: list[Problem] = field(default_factory=list)
     """Bad rows that were skipped (`skip_bad=True`)."""
+    duplicates: list[Problem] = field(default_factory=list)
+    """Rows repeating an earlier clip (same id and segment), kept or dropped as `load_annotations`
+    was asked; each names the earlier row."""
     format: str = ""
     sources: tuple[str, ...] = ()
     """Annotation files (or the folder) the items came from."""
@@ -203,6 +211,8 @@ class Annotations:
             "notes": list(self.notes),
             "num_problems": len(self.problems),
             "problems_first": [str(p) for p in self.problems[:first]],
+            "num_duplicates": len(self.duplicates),
+            "duplicates_first": [str(p) for p in self.duplicates[:first]],
             "first_items": [
                 {
                     "video_id": it.video_id,
@@ -228,21 +238,60 @@ def _strip_gz(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def _csv_rows(path: PathLike, **kwargs: Any) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line, fields) for each non-empty row; multi-line quoted fields keep their first line.
-    A file that is not UTF-8 CSV text raises `AnnotationError` naming the file and line."""
+def _csv_rows(path: PathLike, rows: _Rows | None = None, **kwargs: Any) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line, fields) for each non-empty row. One row is one line: a line that is not UTF-8
+    or whose quote runs over the line end (an unterminated quote) is a bad row that costs only
+    itself, reported to `rows` (raised as `AnnotationError` naming file and line without `rows`, or
+    on line 1)."""
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: no such annotation file")
-    line = 1
+    line = 0
+    bad_lines: dict[int, str] = {}
+    pending: list[bytes] = []  # lines a runaway quote swallowed, read again
+    consumed: list[bytes] = []  # lines the reader took for the current row
+
+    def lines(f: Any) -> Iterator[str]:
+        while True:
+            raw = pending.pop() if pending else f.readline()
+            if not raw:
+                return
+            consumed.append(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad_lines[line + len(consumed)] = f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}"
+                text = "\n"
+            yield text.removeprefix("\ufeff") if line == 0 and len(consumed) == 1 else text
+
+    def report(message: str) -> None:
+        if rows is None or line == 1:  # line 1 may be the header: nothing reads right without it
+            raise AnnotationError(f"{path}:{line}: {message}")
+        rows.bad(path, line, message)
+
     try:
-        with open_text(path) as f:
-            reader = csv.reader(f, **kwargs)
-            for row in reader:
-                if row and any(cell.strip() for cell in row):
+        with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as f:
+            reader = csv.reader(lines(f), **kwargs)
+            while True:
+                consumed.clear()
+                try:
+                    row = next(reader, None)
+                except csv.Error:
+                    if len(consumed) <= 1:
+                        raise
+                    row = ["\n"]  # a runaway quote hit the field size limit
+                if row is None:
+                    return
+                line += 1
+                if line in bad_lines:
+                    report(bad_lines.pop(line))
+                elif len(consumed) > 1 or (row and row[-1].endswith(("\n", "\r"))):  # a quote left open
+                    report("unterminated quote (a quoted field runs over the end of the line)")
+                    pending.extend(reversed(consumed[1:]))
+                    reader = csv.reader(lines(f), **kwargs)
+                elif row and any(cell.strip() for cell in row):
                     yield line, row
-                line = reader.line_num + 1
-    except (csv.Error, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
-        raise AnnotationError(f"{path}:{line}: not readable as CSV text: {e}") from e
+    except (csv.Error, gzip.BadGzipFile, EOFError, OSError) as e:
+        raise AnnotationError(f"{path}:{max(line, 1)}: not readable as CSV text: {e}") from e
 
 
 def _number(text: str) -> int | float:
@@ -559,6 +608,8 @@ def parse_manifest(
                 end = float(rec["end"])
         except (TypeError, ValueError):
             bad = bad or f"start/end {rec.get('start')!r}/{rec.get('end')!r} are not numbers"
+        if bad is None and start is not None and start < 0:
+            bad = f"negative start time {start}"
         if bad is None and start is not None and end is not None and end <= start:
             bad = f"segment end {end} <= start {start}"
         if not rec.get("path"):
@@ -616,7 +667,7 @@ def _manifest_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, 
                     continue
                 yield line, {**rec, "labels": labels}
         return
-    it = _csv_rows(path)
+    it = _csv_rows(path, rows)
     first = next(it, None)
     if first is None:
         raise AnnotationError(f"{path}: empty manifest")
@@ -656,7 +707,7 @@ def parse_audioset(
     rows = _Rows(skip_bad)
     items = []
     for file in files:
-        for line, row in _csv_rows(file, skipinitialspace=True):
+        for line, row in _csv_rows(file, rows, skipinitialspace=True):
             if row[0].lstrip().startswith("#"):
                 continue
             if len(row) != 4:
@@ -667,6 +718,9 @@ def parse_audioset(
                 start, end = _number(start_s), _number(end_s)
             except ValueError:
                 rows.bad(file, line, f"start/end {start_s!r}/{end_s!r} are not numbers")
+                continue
+            if start < 0:
+                rows.bad(file, line, f"negative start time {start_s}")
                 continue
             if end <= start:
                 rows.bad(file, line, f"segment end {end} <= start {start}")
@@ -738,7 +792,7 @@ def parse_vggsound(
     rows = _Rows(skip_bad)
     records = []
     width = 0
-    for line, row in _csv_rows(csv_path):
+    for line, row in _csv_rows(csv_path, rows):
         width = width or (2 if len(row) == 2 else 4)
         if len(row) != width:
             shape = "ytid, start, label, split" if width == 4 else "ytid_start.mp4, label (a split list)"
@@ -775,6 +829,9 @@ def parse_vggsound(
             start = _number(start_s)
         except ValueError:
             rows.bad(csv_path, line, f"start {start_s!r} is not a number")
+            continue
+        if start < 0:
+            rows.bad(csv_path, line, f"negative start time {start_s} (clip {ytid}_{start_s})")
             continue
         if label not in index:
             rows.bad(csv_path, line, f"unknown label {label!r}")
@@ -946,7 +1003,7 @@ def parse_epic100(
     nouns = read_class_list(noun_classes or csv_path.parent / "EPIC_100_noun_classes.csv")
     locator = _locator("epic100", root, path_pattern, ext)
     rows = _Rows(skip_bad)
-    it = _csv_rows(csv_path)
+    it = _csv_rows(csv_path, rows)
     first = next(it, None)
     header = [h.strip() for h in first[1]] if first else []
     missing_cols = [c for c in _EPIC_COLUMNS if c not in header]
@@ -1030,7 +1087,7 @@ def parse_kinetics(
     `classes`, else the sorted labels of all rows; `split` keeps rows of that split."""
     csv_path = Path(csv_path)
     rows = _Rows(skip_bad)
-    it = _csv_rows(csv_path)
+    it = _csv_rows(csv_path, rows)
     first = next(it, None)
     header = [h.strip() for h in first[1]] if first else []
     need = ("label", "youtube_id", "time_start", "time_end")
@@ -1058,6 +1115,9 @@ def parse_kinetics(
         except ValueError:
             rows.bad(csv_path, line, f"time_start/time_end {rec['time_start']!r}/{rec['time_end']!r} "
                                      "are not numbers")
+            continue
+        if start < 0:
+            rows.bad(csv_path, line, f"negative time_start {rec['time_start']}")
             continue
         if end <= start:
             rows.bad(csv_path, line, f"time_end {end} <= time_start {start}")
@@ -1104,7 +1164,7 @@ def parse_kinetics_sounds(
     txt_path = Path(txt_path)
     rows = _Rows(skip_bad)
     records = []
-    for line, row in _csv_rows(txt_path):
+    for line, row in _csv_rows(txt_path, rows):
         if len(row) != 3:
             rows.bad(txt_path, line, f"expected 3 columns (clip_id, duration, class_index), got {len(row)}")
             continue
@@ -1221,6 +1281,52 @@ def _moments_categories(path: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------- dispatcher
+DUPLICATES = ("error", "keep", "drop")
+"""What `load_annotations` does with a clip listed twice: refuse the file, or keep/drop the repeats
+(each reported in `Annotations.duplicates` and warned about)."""
+
+
+def find_duplicates(items: Sequence[Item]) -> list[tuple[Item, Item]]:
+    """(earlier, repeat) for each item whose clip (id, file and source segment) came before."""
+    seen: dict[tuple[Any, ...], Item] = {}
+    pairs = []
+    for it in items:
+        key = (it.video_id, it.path, it.extra.get("source_start", it.start), it.extra.get("source_end", it.end))
+        if key in seen:
+            pairs.append((seen[key], it))
+        else:
+            seen[key] = it
+    return pairs
+
+
+def _checked(ann: Annotations, duplicates: str) -> Annotations:
+    """Refuse annotations without items, and handle repeated clips as `duplicates` says."""
+    where = ", ".join(ann.sources)
+    if not ann.items:
+        why = f"all {len(ann.problems)} rows are bad" if ann.problems else "the file is empty or has only a header"
+        raise AnnotationError(f"{where}: no items ({why})", ann.problems)
+    pairs = find_duplicates(ann.items)
+    if not pairs:
+        return ann
+    found = [
+        Problem(rep.source, rep.line, f"clip {rep.video_id} [{rep.extra.get('source_start', rep.start)}-"
+                                      f"{rep.extra.get('source_end', rep.end)} s] repeats {first.source}:{first.line}")
+        for first, rep in pairs
+    ]
+    listed = "\n".join(f"  {p}" for p in found[:_MAX_LISTED]) + ("\n  ..." if len(found) > _MAX_LISTED else "")
+    if duplicates == "error":
+        raise AnnotationError(
+            f"{where}: {len(found)} duplicated clip(s):\n{listed}\n"
+            "(keep or drop them with duplicates='keep'|'drop' / --duplicates keep|drop)",
+            found,
+        )
+    repeats = {id(rep) for _, rep in pairs}
+    items = ann.items if duplicates == "keep" else [it for it in ann.items if id(it) not in repeats]
+    done = "kept" if duplicates == "keep" else "dropped"
+    warnings.warn(f"{where}: {len(found)} duplicated clip(s), {done}:\n{listed}", stacklevel=3)
+    return dataclasses.replace(ann, items=items, duplicates=found)
+
+
 def load_annotations(
     format: str,
     files: Sequence[PathLike],
@@ -1234,14 +1340,19 @@ def load_annotations(
     split: str | None = None,
     trimmed: bool | None = None,
     skip_bad: bool = False,
+    duplicates: str = "error",
 ) -> Annotations:
     """Parse `files` in `format` (one of `FORMATS`); options a format does not take must be unset.
+    Annotations without items are refused; a clip listed twice is refused, kept or dropped as
+    `duplicates` says (one of `DUPLICATES`; never silently).
 
     `folder`: files = [the folder]; `csv`/`jsonl`: [manifest]; `audioset`: segment CSVs (+
     `classes` = class_labels_indices.csv); `vggsound`, `vggsounder`, `kinetics`, `kinetics-sounds`, `epic100`,
     `moments-in-time`: one annotation file."""
     if format not in FORMATS:
         raise AnnotationError(f"unknown annotation format {format!r}; known: {list(FORMATS)}")
+    if duplicates not in DUPLICATES:
+        raise AnnotationError(f"duplicates={duplicates!r}: expected one of {list(DUPLICATES)}")
     files = list(files)
     if not files:
         raise AnnotationError(f"format {format!r} needs an annotation file (or folder)")
@@ -1274,7 +1385,7 @@ def load_annotations(
     if unused:
         raise AnnotationError(f"format {format!r} does not take {unused}")
     first = files if format == "audioset" else files[0]
-    return parser(first, **kwargs)
+    return _checked(parser(first, **kwargs), duplicates)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -1292,6 +1403,7 @@ def annotations_from_args(args: Any) -> Annotations:
         split=args.split,
         trimmed=False if args.untrimmed else None,
         skip_bad=args.skip_bad,
+        duplicates=args.duplicates,
     )
 
 
@@ -1319,6 +1431,10 @@ def summary_cli(args: Any) -> int:
     print(f"bad rows skipped: {info['num_problems']}")
     for line in info["problems_first"]:
         print(f"  {line}")
+    if info["num_duplicates"]:
+        print(f"duplicated clips ({args.duplicates}): {info['num_duplicates']}")
+        for line in info["duplicates_first"]:
+            print(f"  {line}")
     print("first items:")
     for it in info["first_items"]:
         span = "" if it["start"] is None else f" [{it['start']:g}-{it['end']:g} s]"

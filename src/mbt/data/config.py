@@ -125,9 +125,10 @@ class DataConfig:
 
 
 def load_data_config(directory: str | os.PathLike) -> DataConfig:
-    """The `DataConfig` saved with a model (a `save_pretrained` folder), or the defaults
+    """The `DataConfig` saved with a model (a `save_pretrained` folder or `hf-hub:org/name`), or the defaults
     if none was saved."""
+    from ..models.hub import resolve_model_dir
     from ..models.pretrained import read_config
 
-    data = read_config(directory).get("data")
+    data = read_config(resolve_model_dir(directory)).get("data")
     return DataConfig.from_dict(data) if data else DataConfig()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -472,9 +473,16 @@ class MBT(nn.Module):
         """Write `config.json` and `model.safetensors` into `directory`."""
         save_pretrained(self, directory, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs) -> Any:
+        """Upload to the Hugging Face Hub with a generated model card (`mbt.models.hub.push_to_hub`)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     @classmethod
     def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> MBT:
-        """Load a model written by `save_pretrained` (bit-exact)."""
+        """Load a model written by `save_pretrained` (bit-exact), from a folder or from the Hub
+        as `hf-hub:org/name[@revision]`."""
         return load_model(cls, directory, map_location=map_location)
 
 

@@ -96,6 +96,9 @@ class DatasetConfig:
     skip_bad: bool = False
     """Skip bad annotation rows, missing files and undecodable clips (counted and reported
     at the end) instead of stopping with an error."""
+    duplicates: str = "error"
+    """A clip listed twice in the annotations: 'error' (refuse), 'keep' or 'drop' the repeats
+    (warned about)."""
     synthetic_items: int = 256
     """Videos per split of the 'synthetic' format (which always has train, val and test)."""
     stream: bool = False

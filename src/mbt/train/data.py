@@ -101,7 +101,8 @@ def _read_split(cfg: ExperimentConfig, split: str) -> Annotations | None:
         "trimmed": ds.trimmed,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    return load_annotations(ds.format, [_path(ds, f) for f in files], skip_bad=ds.skip_bad, **options)
+    return load_annotations(ds.format, [_path(ds, f) for f in files], skip_bad=ds.skip_bad,
+                            duplicates=ds.duplicates, **options)
 
 
 def _shard_folder(ds: DatasetConfig, split: str) -> str:

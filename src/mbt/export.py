@@ -1,0 +1,82 @@
+"""Export a saved model for serving: ONNX (onnxruntime, TensorRT...) or a `torch.export`
+program (`.pt2`). Inputs are named after the modalities (`rgb` [B, T, 3, H, W], `spectrogram`
+[B, T, F]), in the order of `config.modalities`; the output is `logits` [B, num_classes]; the
+batch size is dynamic.
+
+The model's CPU inference kernels (oneDNN calls, chunked bf16 attention, mbt.models.mbt) are
+switched off while exporting (`torch.backends.mkldnn.flags(enabled=False)`), so the graph holds
+the plain ops every runtime knows. ONNX goes through the TorchScript exporter (`dynamo=False`):
+it is in every torch >= 2.4 and needs no extra package, where the dynamo exporter needs
+`onnxscript` and changed between releases.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from .models.mbt import MBT
+
+FORMATS = ("onnx", "pt2")
+ONNX_OPSET = 17
+
+
+class LogitsModule(nn.Module):
+    """MBT with positional inputs (the modalities, in config order) and the logits as output."""
+
+    def __init__(self, model: MBT) -> None:
+        super().__init__()
+        self.model = model
+        self.modalities = tuple(model.config.modalities)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(dict(zip(self.modalities, inputs, strict=True))).logits
+
+
+def example_inputs(model: MBT, batch: int = 2) -> tuple[Tensor, ...]:
+    """Zero inputs of the model's shapes, in the order `LogitsModule` takes them."""
+    cfg = model.config
+    shapes = {"rgb": (batch, cfg.num_frames, 3, *cfg.image_size), "spectrogram": (batch, *cfg.spectrogram_size)}
+    return tuple(torch.zeros(shapes[m]) for m in cfg.modalities)
+
+
+def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> str:
+    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; known: {list(FORMATS)}")
+    out = os.fspath(out)
+    module = LogitsModule(model.cpu().float().eval())
+    inputs = example_inputs(model)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input shape checks, constant here
+        warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")  # said by mkldnn.flags
+        _export(module, inputs, out, format)
+    return out
+
+
+def _export(module: LogitsModule, inputs: tuple[Tensor, ...], out: str, format: str) -> None:
+    names = list(module.modalities)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        if format == "onnx":
+            # torch >= 2.9 defaults to the dynamo exporter; older releases take no `dynamo` argument
+            legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+            torch.onnx.export(
+                module, inputs, out, input_names=names, output_names=["logits"],
+                dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]}, opset_version=ONNX_OPSET, **legacy,
+            )
+        else:
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            program = torch.export.export(module, inputs, dynamic_shapes={"inputs": tuple({0: batch} for _ in names)})
+            torch.export.save(program, out)
+
+
+def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx") -> str:
+    """Export the model saved in `model_dir` (`save_pretrained`'s folder)."""
+    from .weights import load_pretrained
+
+    return export_model(load_pretrained(model_dir), out, format)

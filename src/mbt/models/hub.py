@@ -1,0 +1,96 @@
+"""Hugging Face Hub: a thin layer over the folder format (`pretrained.py`). Loading downloads the
+repository's snapshot (`huggingface_hub.snapshot_download`, cached, honours `HF_HUB_OFFLINE`)
+and reads it as a folder; pushing writes `save_pretrained`'s folder plus a model card into a
+temporary folder and uploads it. Needs the `hub` extra (`pip install mbt[hub]`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .mbt import MBT
+
+HUB_PREFIX = "hf-hub:"
+
+
+def _hub() -> Any:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ImportError("the Hugging Face Hub needs huggingface_hub: pip install 'mbt[hub]'") from None
+    return huggingface_hub
+
+
+def resolve_model_dir(name: str | os.PathLike) -> str:
+    """A local folder for `name`: itself, or for `hf-hub:org/name[@revision]` the downloaded snapshot."""
+    name = os.fspath(name)
+    if not name.startswith(HUB_PREFIX):
+        return name
+    repo_id, _, revision = name[len(HUB_PREFIX) :].partition("@")
+    return _hub().snapshot_download(repo_id, revision=revision or None)
+
+
+def model_card(model: MBT, data_config: Any = None, metrics: dict[str, float] | None = None) -> str:
+    """README.md for the Hub: what the model is, its config, the data recipe and the metrics given."""
+    cfg = model.config
+    lines = [
+        "---",
+        "library_name: mbt",
+        "license: apache-2.0",
+        "tags: [audio-visual, video-classification, multimodal-bottleneck-transformer]",
+        "---",
+        "",
+        "# MBT: Multimodal Bottleneck Transformer",
+        "",
+        f"{cfg.fusion} fusion from layer {cfg.fusion_layer} of {cfg.num_layers}, modalities "
+        f"{', '.join(cfg.modalities)}, {cfg.num_classes} classes (Nagrani et al., NeurIPS 2021, "
+        "[mbt](https://github.com/) PyTorch port).",
+        "",
+        "```python",
+        "import mbt",
+        "model = mbt.MBT.from_pretrained('hf-hub:<this repo>')",
+        "```",
+        "",
+        "## Metrics",
+        "",
+        *([f"- {k}: {v}" for k, v in metrics.items()] if metrics else ["Not reported."]),
+        "",
+        "## Model config",
+        "",
+        "```json",
+        json.dumps(cfg.to_dict(), indent=2, default=str),
+        "```",
+        "",
+        "## Data recipe (input preprocessing)",
+        "",
+        *(["```json", json.dumps(data_config.to_dict(), indent=2, default=str), "```"] if data_config is not None
+          else ["Not recorded (the defaults of `mbt.data.DataConfig`)."]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(
+    model: MBT,
+    repo_id: str,
+    *,
+    data_config: Any = None,
+    metrics: dict[str, float] | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload MBT model",
+) -> Any:
+    """Upload `model` (the `save_pretrained` folder and a generated model card) to `repo_id`,
+    creating the repository if needed; returns huggingface_hub's commit info."""
+    api = _hub().HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        from .pretrained import save_pretrained
+
+        save_pretrained(model, folder, data_config)
+        with open(os.path.join(folder, "README.md"), "w") as f:
+            f.write(model_card(model, data_config, metrics))
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)

@@ -1,0 +1,55 @@
+"""`mbt export`: the ONNX file in onnxruntime and the torch.export program give PyTorch's logits
+at two batch sizes, with both modalities and with one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mbt
+from mbt.cli import main
+from mbt.export import export_model
+
+from .conftest import randomize, tiny_config, tiny_inputs
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _reference(model: mbt.MBT, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    with torch.no_grad():  # the CPU inference kernels, as a user's predictions run
+        return model(inputs).logits.numpy()
+
+
+@pytest.mark.parametrize("modalities", [("spectrogram", "rgb"), ("rgb",), ("spectrogram",)])
+def test_onnx_matches_pytorch(tmp_path, modalities):
+    model = randomize(mbt.MBT(tiny_config(modalities=modalities))).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(str(folder))
+    out = tmp_path / "mbt.onnx"
+    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(modalities)
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    for batch in (1, 3):
+        inputs = tiny_inputs(model.config, batch=batch, seed=batch)
+        (got,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})
+        assert got.shape == (batch, 7)
+        np.testing.assert_allclose(got, _reference(model, inputs), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("modalities", [("spectrogram", "rgb"), ("spectrogram",)])
+def test_pt2_matches_pytorch(tmp_path, modalities):
+    model = randomize(mbt.MBT(tiny_config(modalities=modalities, fusion_layer=1))).eval()
+    out = export_model(model, tmp_path / "mbt.pt2", "pt2")
+    program = torch.export.load(out).module()
+    for batch in (1, 3):
+        inputs = tiny_inputs(model.config, batch=batch, seed=batch)
+        with torch.no_grad():
+            got = program(*(inputs[m] for m in modalities))
+        np.testing.assert_allclose(got.numpy(), _reference(model, inputs), atol=1e-4, rtol=0)
+
+
+def test_unknown_format_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_model(mbt.MBT(tiny_config()), tmp_path / "x", "tflite")
