@@ -94,6 +94,7 @@ import torch.distributed as dist
 from PIL import Image  # torchvision's dependency; torchvision.io's JPEG codec is deprecated (and 14x slower to encode)
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..fileio import atomic_write
 from .annotations import Annotations, Item, Problem
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig
@@ -289,10 +290,19 @@ class ShardSet:
         self.modalities: tuple[str, ...] = tuple(m["modalities"])
         self.recipe: dict[str, Any] = m["recipe"]
         self.window_seconds: float = float(m["window_seconds"])
-        self.names: list[str] = [s["name"] for s in m["shards"]]
+        self.names: list[str] = [self._shard_file_name(s.get("name")) for s in m["shards"]]
         self.urls: list[str] = [_join(location, n) for n in self.names]
         self.counts: list[int] = [int(s["samples"]) for s in m["shards"]]
         self.sizes: list[int] = [int(s["bytes"]) for s in m["shards"]]
+
+    def _shard_file_name(self, name: Any) -> str:
+        """A shard name from the manifest: a plain `*.tar` file name inside this folder, never a
+        path, URL or `..` that would read from elsewhere."""
+        if not (isinstance(name, str) and name.endswith(".tar") and not name.startswith(".")
+                and not any(c in name for c in "/\\:")):
+            raise ShardError(f"{_join(self.location, MANIFEST)}: shard name {name!r} is not a plain .tar file name "
+                             "inside the shard folder")
+        return name
 
     def _load_manifest(self) -> dict[str, Any]:
         url = _join(self.location, MANIFEST)
@@ -798,15 +808,6 @@ def _shard_name(i: int) -> str:
     return f"shard-{i:06d}.tar"
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=1).encode()
 
@@ -954,7 +955,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
         size = f.tell()
     os.replace(path + ".tmp", path)
     index = {"shard": name, "bytes": size, "samples": records, "bad": bad}
-    _atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
+    atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
     return index
 
 
@@ -1053,7 +1054,7 @@ def prepare_shards(
                              "run the same command to finish it, or pass --overwrite to start over")
     else:
         _clear(out)
-        _atomic_write(plan_path, _json_bytes(record))
+        atomic_write(plan_path, _json_bytes(record))
     for name in os.listdir(out):
         if name.endswith(".tmp"):
             os.remove(os.path.join(out, name))
@@ -1100,7 +1101,7 @@ def prepare_shards(
         "seconds": time.perf_counter() - tic,
         "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:_MAX_LISTED]],
     }
-    _atomic_write(os.path.join(out, REPORT), _json_bytes({
+    atomic_write(os.path.join(out, REPORT), _json_bytes({
         "left_out": left_out,
         "annotation_rows_skipped": [list(p) for p in annotations.problems],
     }))
@@ -1118,7 +1119,7 @@ def prepare_shards(
         "shards": [{"name": s["shard"], "samples": len(s["samples"]), "bytes": s["bytes"]} for s in shards],
         "report": {k: v for k, v in report.items() if k not in ("out", "seconds", "first_left_out")},
     }
-    _atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
+    atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
     return report
 
 
