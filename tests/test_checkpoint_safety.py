@@ -13,6 +13,8 @@ import torch
 
 from mbt.train import checkpoint
 from mbt.train.checkpoint import (
+    LATEST,
+    PREVIOUS,
     CheckpointError,
     load_checkpoint,
     load_resume_checkpoint,
@@ -99,3 +101,39 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
+
+
+def test_a_run_resumes_from_previous_when_latest_is_damaged(tmp_path):
+    """End to end through the trainer: 4 KB overwritten inside latest.pt; `--resume` falls back
+    to previous.pt, says so in the run's log, and finishes with good checkpoints again."""
+    from mbt.train.loop import train
+
+    from .tiny_experiment import tiny_config
+
+    cfg = tiny_config("train.checkpoint_every=2", "train.epochs=1")
+    assert train(cfg, tmp_path, progress=False)["steps"] == 4
+    latest, previous = tmp_path / "checkpoints" / LATEST, tmp_path / "checkpoints" / PREVIOUS
+    assert load_checkpoint(latest)["step"] == 4 and load_checkpoint(previous)["step"] == 2
+    data = bytearray(latest.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = os.urandom(4096)
+    latest.write_bytes(bytes(data))
+    assert train(cfg, tmp_path, resume=True, progress=False)["steps"] == 4
+    log = (tmp_path / "log.txt").read_text()
+    assert f"falling back to the previous checkpoint {previous}" in log and str(latest) in log
+    assert load_checkpoint(latest)["step"] == 4
+
+
+def test_eval_of_a_checkpoint_without_model_entry_exits_1_naming_it(tmp_path, capsys):
+    from mbt.cli import main
+    from mbt.train.loop import train
+
+    from .tiny_experiment import tiny_config
+
+    train(tiny_config("train.epochs=1"), tmp_path, progress=False)
+    latest = tmp_path / "checkpoints" / LATEST
+    state = load_checkpoint(latest)
+    del state["model"]
+    save_checkpoint(state, latest)
+    (tmp_path / "checkpoints" / PREVIOUS).unlink(missing_ok=True)
+    assert main(["eval", str(tmp_path), "--weights", "latest", "--split", "test", "--no-progress"]) == 1
+    assert "no 'model' entry" in capsys.readouterr().err

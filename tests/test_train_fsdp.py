@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mbt.models.config import ConfigError
+from mbt.train.checkpoint import load_checkpoint
 from mbt.train.config import TrainConfig
 
 from .tiny_experiment import MBT, subprocess_env, tiny_config, train_losses, write_config
@@ -46,7 +47,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes(tmp_path):
     best = load_file(tmp_path / "two/best/model.safetensors")
     assert best.keys() == a.keys()
 
-    ck = torch.load(tmp_path / "two/checkpoints/latest.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "two/checkpoints/latest.pt")
     assert ck["fsdp"] is True and ck["step"] == 12
     for k, v in ck["model"].items():  # the checkpoint holds full weights too
         assert torch.equal(v, b[k]), k

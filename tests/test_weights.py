@@ -257,3 +257,21 @@ def test_weights_saved_without_a_checksum_load_with_a_warning(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1000])  # truncated, nothing to check it against
     with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors"):
         mbt.MBT.from_pretrained(tmp_path)
+
+
+def test_predict_with_damaged_weights_exits_1_naming_the_file(tmp_path, capsys):
+    from mbt.train.loop import train
+
+    from .tiny_experiment import tiny_config as tiny_experiment
+
+    train(tiny_experiment("train.epochs=1"), tmp_path / "run", progress=False)
+    folder = tmp_path / "run" / "final"  # a trained model with its data config: predicts on the video
+    video = os.path.join(ASSETS, "media", "mmaction2_test_mpeg4_mp3.avi")
+    assert main(["predict", video, "--model", str(folder), "--json"]) == 0
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    mid = len(good) // 2
+    weights.write_bytes(good[:mid] + b"\xff" * 4096 + good[mid + 4096:])
+    capsys.readouterr()
+    assert main(["predict", video, "--model", str(folder), "--json"]) == 1
+    assert f"{weights}: sha256 differs from the one in config.json" in capsys.readouterr().err

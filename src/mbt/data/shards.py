@@ -94,7 +94,7 @@ import torch.distributed as dist
 from PIL import Image  # torchvision's dependency; torchvision.io's JPEG codec is deprecated (and 14x slower to encode)
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..fileio import atomic_write
+from ..io import atomic_write
 from .annotations import Annotations, Item, Problem
 from .augment import VideoTransform, spec_augment, test_crops
 from .config import DataConfig

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load, save
 from torch import nn
 
+from ..io import atomic_write
 from .config import MBTConfig
 from .hub import resolve_model_dir
 
@@ -34,16 +35,14 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, data_config:
                     extra: dict[str, Any] | None = None) -> None:
     """Write the model's config (and, if given, the `DataConfig` its inputs need, and `extra`
     top-level notes such as a converted model's `frontend`) and weights. Files are written
-    beside and renamed into place, so a crash never leaves a half-written model."""
+    atomically (`mbt.io.atomic_write`), so a crash never leaves a half-written model."""
     from .. import __version__
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    weights_tmp = os.path.join(directory, WEIGHTS_NAME + ".tmp")
-    save_file(state, weights_tmp, metadata={"format": "pt"})
-    with open(weights_tmp, "rb") as f:
-        sha256 = hashlib.sha256(f.read()).hexdigest()
+    weights = save(state, metadata={"format": "pt"})
+    sha256 = hashlib.sha256(weights).hexdigest()
     config = {
         "format": "mbt",
         "format_version": FORMAT_VERSION,
@@ -53,12 +52,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, data_config:
         **(extra or {}),
         "weights_sha256": sha256,
     }
-    config_tmp = os.path.join(directory, CONFIG_NAME + ".tmp")
-    with open(config_tmp, "w") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.replace(weights_tmp, os.path.join(directory, WEIGHTS_NAME))
-    os.replace(config_tmp, os.path.join(directory, CONFIG_NAME))
+    # weights first, then the config that vouches for them: a crash between the two leaves a
+    # mismatch that loading reports, never a half-written file
+    atomic_write(os.path.join(directory, WEIGHTS_NAME), weights)
+    atomic_write(os.path.join(directory, CONFIG_NAME), (json.dumps(config, indent=2) + "\n").encode())
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:

@@ -24,10 +24,12 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from ..io import atomic_write
 
 LATEST, PREVIOUS = "latest.pt", "previous.pt"
 _MAGIC = b"MBTCKPT1"  # trailer: sha256 digest (32 bytes) of the payload, then this tag
@@ -51,43 +53,38 @@ def _is_disk_full(e: BaseException) -> bool:
     return False
 
 
-def _fsync_folder(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+class _Hashing:
+    """A write-only file that hashes what passes through it (torch.save writes sequentially)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, b: bytes) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write `state` to `path` atomically with a sha256 trailer; the old `path` becomes `previous.pt`."""
+    """Write `state` to `path` atomically (`mbt.io.atomic_write`) with a sha256 trailer hashed
+    while writing; the old `path` becomes `previous.pt`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def write(f: BinaryIO) -> None:
+        out = _Hashing(f)
+        torch.save(state, out)
+        f.write(out.sha.digest() + _MAGIC)
+
     try:
-        with open(tmp, "w+b") as f:
-            torch.save(state, f)
-            f.flush()
-            f.seek(0)
-            sha = hashlib.sha256()
-            while chunk := f.read(1 << 24):
-                sha.update(chunk)
-            f.write(sha.digest() + _MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(PREVIOUS))
-        os.replace(tmp, path)
+        atomic_write(path, write, backup=path.with_name(PREVIOUS))
     except (OSError, RuntimeError) as e:
         if not _is_disk_full(e):
             raise
         kept = path if path.exists() else path.with_name(PREVIOUS)
         raise CheckpointError(f"no space left on device while writing {path}; the previous checkpoint "
                               f"{kept} is kept") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_folder(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

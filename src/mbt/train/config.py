@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
-from ..fileio import atomic_write
+from ..io import atomic_write
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
 
