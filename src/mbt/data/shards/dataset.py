@@ -14,10 +14,9 @@ import torch
 from PIL import Image  # torchvision's dependency; torchvision.io's JPEG codec is deprecated (and 14x slower to encode)
 
 from ..annotations import Annotations, Item
-from ..augment import VideoTransform, spec_augment, test_crops
 from ..config import DataConfig
 from ..dataset import MODALITIES, AVDataset, Split
-from ..features import log_mel
+from ..views import ClipInputs, draw_centre, frame_times
 from .format import AUDIO_CODECS, ShardError, _check_modalities, _frame_name, _members, _meta
 from .io import ShardSet, _RangeReader, open_shards
 
@@ -41,7 +40,7 @@ class _SampleDecoder:
         self.cfg, self.split, self.modalities = cfg, split, tuple(modalities)
         self.codec = shards.manifest["storage"]["audio_codec"]
         self.audio_ext = AUDIO_CODECS[self.codec]
-        self.video_transform = VideoTransform(cfg, train=split == "train")
+        self.inputs = ClipInputs(cfg, split, rgb="rgb" in self.modalities)
 
     def __call__(self, members: dict[str, bytes], meta: dict[str, Any], view: int, generator: torch.Generator,
                  where: str) -> dict[str, Any]:
@@ -50,23 +49,17 @@ class _SampleDecoder:
         clip = meta["clips"][clip_no]
         num_audio = round(cfg.audio_seconds * cfg.sample_rate)
         if self.split == "train":
-            c_min, c_max = clip["centre_min"], clip["centre_max"]
-            centre = c_min + (c_max - c_min) * float(torch.rand((), generator=generator, dtype=torch.float64))
-            times = [centre + (i - (cfg.num_frames - 1) / 2) / cfg.frame_rate for i in range(cfg.num_frames)]
-            frames = [round((t - clip["frame_start"]) / clip["frame_step"]) for t in times]
+            centre = draw_centre(clip["centre_min"], clip["centre_max"], generator)
+            frames = [round((t - clip["frame_start"]) / clip["frame_step"]) for t in frame_times(centre, cfg)]
             audio_offset = round((centre - cfg.audio_seconds / 2 - clip["audio_start"]) * cfg.sample_rate)
             audio_offset = min(max(audio_offset, 0), clip["audio_samples"] - num_audio)
         else:
             frames, audio_offset = list(range(clip["frames"])), 0
-        out: dict[str, Any] = {"has_audio": bool(meta["has_audio"])}
+        rgb = audio = None
         if "rgb" in self.modalities:
             if frames[0] < 0 or frames[-1] >= clip["frames"]:
                 raise ShardError(f"{where}: clip frames {frames[0]}..{frames[-1]} outside the {clip['frames']} stored")
             rgb = self._frames(members, clip_no, frames, where)
-            if self.split == "test":
-                out["rgb"] = test_crops(rgb, cfg)[view % cfg.num_test_crops]
-            else:
-                out["rgb"] = self.video_transform(rgb, generator)
         if "spectrogram" in self.modalities:
             if meta["has_audio"]:
                 name = f"c{clip_no}.{self.audio_ext}"
@@ -79,11 +72,7 @@ class _SampleDecoder:
                 audio = samples[audio_offset: audio_offset + num_audio].astype(np.float32) / 32768.0
             else:
                 audio = np.zeros(num_audio, dtype=np.float32)
-            spec = log_mel(torch.from_numpy(audio), cfg)
-            if self.split == "train":
-                spec = spec_augment(spec, cfg, generator)
-            out["spectrogram"] = spec
-        return out
+        return {"has_audio": bool(meta["has_audio"]), **self.inputs(rgb, audio, view, generator)}
 
     @staticmethod
     def _frames(members: dict[str, bytes], clip: int, frames: list[int], where: str) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..annotations import Annotations, Item
 from ..config import DataConfig
 from ..dataset import AVDataset, ClipError
 from ..decode import DecodeError, probe, read_audio, read_clip
+from ..views import centre_range
 from .format import (
     _KEY_DIGITS,
     _MAX_LISTED,
@@ -100,8 +101,8 @@ def _clips(ds: AVDataset, item: Item, shard_cfg: ShardConfig) -> list[dict[str, 
     if shard_cfg.mode == "train":
         start, end = ds.segment(item)
         h = ds.window_seconds / 2
-        half = min(h, (end - start) / 2)
-        c_min, c_max = max(start + half, h), max(end - half, h)
+        lo, hi = centre_range(start, end, ds.window_seconds)
+        c_min, c_max = max(lo, h), max(hi, h)
         step = 1.0 / (rate * shard_cfg.frame_oversample)
         first = c_min - reach
         count = math.ceil((c_max + reach - first) / step - _TIME_EPS) + 1
