@@ -38,7 +38,6 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,27 +45,16 @@ import torch
 
 from ..models.config import MODALITIES
 from .annotations import AnnotationError, Annotations, Item
+from .batch import ClipError, SkippedItem
 from .config import DataConfig
 from .decode import Clip, DecodeError, media_duration, probe, read_audio, read_clip
 from .features import LogMelStats
+from .loader import build_loader
 from .views import ClipInputs, Split, clip_centre, frame_times
 
 PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 """The item key that says whether its file has each modality."""
 _MAX_LISTED = 5
-
-
-class ClipError(RuntimeError):
-    """A media file could not be turned into a clip; the message names the file and the cause."""
-
-
-@dataclass(frozen=True)
-class SkippedItem:
-    """Stands in for an unreadable item when `skip_bad=True`; the collate function drops it."""
-
-    index: int
-    path: str
-    reason: str
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -257,8 +245,6 @@ class InMemoryDataset(torch.utils.data.Dataset):
     def __init__(self, dataset: AVDataset, num_workers: int = 0, progress: bool = False, desc: str = "decode"):
         from tqdm.auto import tqdm
 
-        from .loader import build_loader
-
         self.annotations, self.modalities = dataset.annotations, tuple(dataset.modalities)
         self.views, self.num_classes = dataset.views, dataset.num_classes
         self.dropped = list(getattr(dataset, "dropped", []))
@@ -293,8 +279,6 @@ def spectrogram_stats(
 
     Items without an audio track are left out (their silence would pull the statistics) and
     counted; unreadable items count as skipped when the dataset skips bad items."""
-    from .loader import build_loader
-
     if dataset.modalities != ("spectrogram",) or dataset.split != "val":
         raise ValueError("spectrogram_stats needs a 'val' dataset with modalities=('spectrogram',)")
     items = dataset.items

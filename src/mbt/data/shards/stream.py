@@ -15,10 +15,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..batch import ClipError, SkippedItem, collate
 from ..config import DataConfig
-from ..dataset import MODALITIES, ClipError, SkippedItem, Split, item_seed
+from ..dataset import MODALITIES, Split, item_seed
 from ..decode import DecodeError
-from ..loader import collate
+from ..loader import AVLoader, worker_init
 from .dataset import _SampleDecoder
 from .format import ShardError, _check_modalities, _meta
 from .io import ShardSet, _open_stream, open_shards
@@ -242,33 +243,16 @@ class ShardStream(IterableDataset):
             raw.close()
 
 
-class StreamLoader:
-    """Batches of a `ShardStream` through a DataLoader; counts skipped items like `AVLoader`."""
+class StreamLoader(AVLoader):
+    """Batches of a `ShardStream` through a DataLoader, counted as `AVLoader` counts them (skipped
+    items, damaged files, a worker's `ClipError` message)."""
 
     def __init__(self, stream: ShardStream, loader: DataLoader) -> None:
-        self.stream, self.loader = stream, loader
-        self.skipped: list[tuple[str, str]] = []
-        """(path, reason) of every item skipped so far (unreadable, with skip_bad)."""
-
-    @property
-    def dataset(self) -> ShardStream:
-        return self.stream
+        super().__init__(loader, None)
+        self.stream = stream
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.stream)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.loader:
-            self.skipped.extend(batch["skipped"])
-            if batch["batch_size"]:
-                yield batch
-
-
-def _stream_worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)
 
 
 def _batch_as_is(batch: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +268,7 @@ def build_stream_loader(stream: ShardStream, batch_size: int, num_workers: int =
     stream.batch_size, stream.num_workers = batch_size, num_workers
     loader = DataLoader(
         stream, batch_size=None, collate_fn=_batch_as_is, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_stream_worker_init if num_workers else None,
+        worker_init_fn=worker_init if num_workers else None,
         prefetch_factor=(prefetch_factor or 2) if num_workers else None,
         generator=torch.Generator().manual_seed(stream.seed),  # starting workers leaves torch's global RNG alone
     )
