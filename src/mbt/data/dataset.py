@@ -57,6 +57,13 @@ PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 _MAX_LISTED = 5
 
 
+def check_modalities(modalities: Sequence[str]) -> None:
+    """Refuse an empty or unknown choice of modalities."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+
+
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit generator seed for one (seed, epoch, dataset index)."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
@@ -76,9 +83,7 @@ class AVDataset(torch.utils.data.Dataset):
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+        check_modalities(modalities)
         missing = annotations.missing
         self.dropped: list[tuple[str, str]] = []
         """(path, reason) of the items left out at construction (missing files, with skip_bad)."""

@@ -297,15 +297,25 @@ def read_class_list(path: PathLike) -> list[str]:
                         f"{path}:{line}: class index {row[index_col]!r} is not an integer"
                     ) from None
                 indexed.append((idx, row[name_col].strip()))
-            indexed.sort()
-            if [i for i, _ in indexed] != list(range(len(indexed))):
-                raise AnnotationError(f"{path}: class indices are not 0..{len(indexed) - 1} without gaps")
-            names = [n for _, n in indexed]
+            names = _in_index_order(path, indexed)
+    if not _unique(path, names):
+        raise AnnotationError(f"{path}: empty class list")
+    return names
+
+
+def _in_index_order(path: PathLike, indexed: list[tuple[int, str]]) -> list[str]:
+    """The names of (index, name) pairs in index order; the indices must be 0..n-1 without gaps."""
+    indexed.sort()
+    if [i for i, _ in indexed] != list(range(len(indexed))):
+        raise AnnotationError(f"{path}: class indices are not 0..{len(indexed) - 1} without gaps")
+    return [n for _, n in indexed]
+
+
+def _unique(path: PathLike, names: list[str]) -> list[str]:
+    """`names`, refused when one repeats."""
     duplicates = [n for n, c in Counter(names).items() if c > 1]
     if duplicates:
         raise AnnotationError(f"{path}: duplicate class names {duplicates[:5]}")
-    if not names:
-        raise AnnotationError(f"{path}: empty class list")
     return names
 
 

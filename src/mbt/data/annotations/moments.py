@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +13,10 @@ from .base import (
     PathLike,
     _class_index,
     _csv_rows,
+    _in_index_order,
     _Rows,
     _strip_gz,
+    _unique,
     open_text,
     read_class_list,
 )
@@ -85,13 +86,6 @@ def _moments_categories(path: Path) -> list[str]:
             indexed.append((int(idx), name.strip()))
         except ValueError:
             raise AnnotationError(f"{path}:{n}: expected 'name,index', got {text!r}") from None
-    indexed.sort()
-    if [i for i, _ in indexed] != list(range(len(indexed))):
-        raise AnnotationError(f"{path}: class indices are not 0..{len(indexed) - 1} without gaps")
-    names = [name for _, name in indexed]
-    duplicates = [n for n, c in Counter(names).items() if c > 1]
-    if duplicates:
-        raise AnnotationError(f"{path}: duplicate class names {duplicates[:5]}")
-    return names
+    return _unique(path, _in_index_order(path, indexed))
 
 

@@ -15,9 +15,9 @@ from PIL import Image  # torchvision's dependency; torchvision.io's JPEG codec i
 
 from ..annotations import Annotations, Item
 from ..config import DataConfig
-from ..dataset import MODALITIES, AVDataset, Split
+from ..dataset import MODALITIES, AVDataset, Split, check_modalities
 from ..views import ClipInputs, draw_centre, frame_times
-from .format import AUDIO_CODECS, ShardError, _check_modalities, _frame_name, _members, _meta
+from .format import AUDIO_CODECS, ShardError, _frame_name, _members, _meta
 from .io import ShardSet, _RangeReader, open_shards
 
 
@@ -106,7 +106,7 @@ class ShardDataset(AVDataset):
         skip_bad: bool = False,
         annotations: Annotations | None = None,
     ) -> None:
-        _check_modalities(modalities)
+        check_modalities(modalities)
         self.shards = open_shards(shards)
         self.shards.check(cfg, split, modalities)
         annotations = annotations if annotations is not None else self.shards.annotations()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..dataset import MODALITIES
+from ..dataset import MODALITIES, check_modalities
 
 FORMAT_NAME = "mbt-shards"
 FORMAT_VERSION = 1
@@ -54,9 +53,7 @@ class ShardConfig:
         self.modalities = tuple(self.modalities)
         if self.mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', got {self.mode!r}")
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(self.modalities)}")
+        check_modalities(self.modalities)
         if self.shard_size < 1 or self.frame_oversample < 1:
             raise ValueError("shard_size and frame_oversample must be >= 1")
         if not 1 <= self.jpeg_quality <= 95:
@@ -91,17 +88,9 @@ def _meta(members: dict[str, bytes], where: str) -> dict[str, Any]:
         raise ShardError(f"{where}: bad json member ({e})") from e
 
 
-def _check_modalities(modalities: Sequence[str]) -> None:
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown or not modalities:
-        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
-
-
 def _index_name(shard_name: str) -> str:
     return shard_name[: -len(".tar")] + ".json"
 
 
 def _shard_name(i: int) -> str:
     return f"shard-{i:06d}.tar"
-
-

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..batch import ClipError, SkippedItem, collate
 from ..config import DataConfig
-from ..dataset import MODALITIES, Split, item_seed
+from ..dataset import MODALITIES, Split, check_modalities, item_seed
 from ..decode import DecodeError
 from ..loader import AVLoader, worker_init
 from .dataset import _SampleDecoder
-from .format import ShardError, _check_modalities, _meta
+from .format import ShardError, _meta
 from .io import ShardSet, _open_stream, open_shards
 
 
@@ -73,7 +73,7 @@ class ShardStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        _check_modalities(modalities)
+        check_modalities(modalities)
         self.shards = open_shards(shards)
         self.shards.check(cfg, split, modalities)
         if rank is None or world_size is None:
