@@ -216,6 +216,16 @@ def _csv_rows(path: PathLike, rows: _Rows | None = None, **kwargs: Any) -> Itera
         raise AnnotationError(f"{path}:{max(line, 1)}: not readable as CSV text: {e}") from e
 
 
+def _full_rows(path: PathLike, rows: _Rows, lines: Iterator[tuple[int, list[str]]], width: int
+               ) -> Iterator[tuple[int, list[str]]]:
+    """The rows of `lines` (from `_csv_rows`) with `width` fields; any other is a bad row."""
+    for line, row in lines:
+        if len(row) != width:
+            rows.bad(path, line, f"expected {width} columns, got {len(row)}")
+            continue
+        yield line, row
+
+
 def _number(text: str) -> int | float:
     """Seconds as int when whole (so `{start:06d}` patterns work), else float."""
     value = float(text)

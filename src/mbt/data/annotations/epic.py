@@ -5,7 +5,17 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from .base import AnnotationError, Annotations, Item, PathLike, _csv_rows, _Rows, parse_timestamp, read_class_list
+from .base import (
+    AnnotationError,
+    Annotations,
+    Item,
+    PathLike,
+    _csv_rows,
+    _full_rows,
+    _Rows,
+    parse_timestamp,
+    read_class_list,
+)
 from .locator import _locator
 
 EPIC_SPLIT_NAMES = ("noun", "verb")
@@ -41,10 +51,7 @@ def parse_epic100(
     if missing_cols:
         raise AnnotationError(f"{csv_path}:1: missing column(s) {missing_cols}; header is {header}")
     items = []
-    for line, row in it:
-        if len(row) != len(header):
-            rows.bad(csv_path, line, f"expected {len(header)} columns, got {len(row)}")
-            continue
+    for line, row in _full_rows(csv_path, rows, it, len(header)):
         rec = dict(zip(header, (c.strip() for c in row), strict=True))
         try:
             start = parse_timestamp(rec["start_timestamp"])

@@ -15,6 +15,7 @@ from .base import (
     _check_split,
     _class_index,
     _csv_rows,
+    _full_rows,
     _number,
     _resolve_classes,
     _Rows,
@@ -44,10 +45,7 @@ def parse_kinetics(
     if any(c not in header for c in need):
         raise AnnotationError(f"{csv_path}:1: expected columns {list(need)}, got header {header}")
     records = []
-    for line, row in it:
-        if len(row) != len(header):
-            rows.bad(csv_path, line, f"expected {len(header)} columns, got {len(row)}")
-            continue
+    for line, row in _full_rows(csv_path, rows, it, len(header)):
         records.append((line, dict(zip(header, (c.strip() for c in row), strict=True))))
     names = _resolve_classes(classes, (r["label"] for _, r in records))
     if "split" in header:

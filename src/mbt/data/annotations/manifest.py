@@ -15,6 +15,7 @@ from .base import (
     PathLike,
     _class_index,
     _csv_rows,
+    _full_rows,
     _Rows,
     _strip_gz,
     open_text,
@@ -200,10 +201,7 @@ def _manifest_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, 
     label_col = "labels" if "labels" in header else "label" if "label" in header else None
     if "path" not in header or label_col is None:
         raise AnnotationError(f"{path}:{first[0]}: the header needs 'path' and 'label' or 'labels', got {header}")
-    for line, row in it:
-        if len(row) != len(header):
-            rows.bad(path, line, f"expected {len(header)} columns, got {len(row)}")
-            continue
+    for line, row in _full_rows(path, rows, it, len(header)):
         rec = dict(zip(header, row, strict=True))
         rec["labels"] = rec.pop(label_col)
         yield line, rec

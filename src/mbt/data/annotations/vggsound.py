@@ -17,6 +17,7 @@ from .base import (
     _check_split,
     _class_index,
     _csv_rows,
+    _full_rows,
     _number,
     _resolve_classes,
     _Rows,
@@ -151,10 +152,7 @@ def parse_vggsounder(
     if tuple(header[:6]) != _VGGSOUNDER_COLUMNS:
         raise AnnotationError(f"{csv_path}:1: expected header {','.join(_VGGSOUNDER_COLUMNS)}, got {header}")
     videos: dict[str, dict[str, Any]] = {}
-    for line, row in it:
-        if len(row) != len(header):
-            rows.bad(csv_path, line, f"expected {len(header)} columns, got {len(row)}")
-            continue
+    for line, row in _full_rows(csv_path, rows, it, len(header)):
         video_id, label, modality, *flags = (c.strip() for c in row[:6])
         m = _VGG_CLIP.match(video_id)
         if not m:
