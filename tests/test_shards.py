@@ -327,6 +327,20 @@ def test_truncated_shards_are_detected(shards, tmp_path):
         list(ShardStream(folder, CFG, "val"))
 
 
+@pytest.mark.parametrize("name", ["../outside.tar", "OUTSIDE", "file:///outside.tar", "sub/../../outside.tar",
+                                  "..\\outside.tar", 3])
+def test_manifest_names_outside_the_shard_folder_are_refused(shards, tmp_path, name):
+    folder = tmp_path / "val"
+    shutil.copytree(shards["val"], folder)
+    outside = tmp_path / "outside.tar"  # a readable tar outside the folder the manifest must not reach
+    shutil.copy(folder / "shard-000000.tar", outside)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["shards"][0]["name"] = str(outside) if name == "OUTSIDE" else name
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=r"manifest\.json: shard name .* is not a plain \.tar file name"):
+        open_shards(folder)
+
+
 def test_interrupted_prepare_is_detected_and_resumed(media, shards, tmp_path):
     folder = tmp_path / "val"
     shutil.copytree(shards["val"], folder)

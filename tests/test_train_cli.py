@@ -99,7 +99,7 @@ def test_train_and_eval_on_video_files(videos, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["split"] == "val" and report["num_videos"] == 8 and report["metrics"]["num_views"] == 8
     assert main(["eval", str(run / "final"), "--data", str(tmp_path), "--format", "folder"]) == 1
-    assert "classes" in capsys.readouterr().err
+    assert "no items (no media files in its class folders)" in capsys.readouterr().err
 
 
 def test_corrupt_files_stop_or_are_skipped_and_counted(videos, tmp_path, capsys):

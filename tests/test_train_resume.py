@@ -63,17 +63,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "latest.pt"
-    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    save_checkpoint({"step": 1, "model": {}, "w": torch.ones(3)}, path)
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("boom mid-write")
 
     with pytest.raises(RuntimeError, match="boom"):
-        save_checkpoint({"step": 2, "w": torch.zeros(1000), "bad": Unpicklable()}, path)
+        save_checkpoint({"step": 2, "model": {}, "w": torch.zeros(1000), "bad": Unpicklable()}, path)
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="latest.pt: cannot read the checkpoint"):
+    with pytest.raises(RuntimeError, match="latest.pt: no checksum trailer"):
         load_checkpoint(path)

@@ -227,3 +227,33 @@ def test_official_32_frame_layout_builds_the_released_data_config(tmp_path):
 
     pred = Predictor(tmp_path / "m32").predict(os.path.join(ASSETS, "media", "mmaction2_test_mpeg4_mp3.avi"), 3)
     assert pred.num_clips >= 4 and len(pred.top) == 3
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+def test_damaged_weights_are_refused_with_the_file_named(tmp_path, damage):
+    mbt.MBT(tiny_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "overwritten":
+        data[len(data) // 2 : len(data) // 2 + 4096] = b"\x7f" * 4096  # still a well-formed safetensors file
+    else:
+        data = data[: len(data) // 2]
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 differs from the one in config\.json"):
+        mbt.MBT.from_pretrained(tmp_path)
+
+
+def test_weights_saved_without_a_checksum_load_with_a_warning(tmp_path):
+    model = randomize(mbt.MBT(tiny_config()))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["weights_sha256"]  # a folder written before the checksum existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=r"model\.safetensors: no weights_sha256"):
+        loaded = mbt.MBT.from_pretrained(tmp_path)
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # truncated, nothing to check it against
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors"):
+        mbt.MBT.from_pretrained(tmp_path)

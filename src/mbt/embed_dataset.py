@@ -50,7 +50,7 @@ from .data.annotations import Annotations
 from .data.config import DataConfig
 from .data.dataset import MODALITIES, AVDataset
 from .data.loader import build_loader
-from .data.shards import _atomic_write
+from .fileio import atomic_write
 from .models.mbt import MBT
 
 INDEX = "index.json"
@@ -188,7 +188,7 @@ def embed_dataset(
         "missing_files_left_out": [p for p, _ in dataset.dropped],
         "complete": False,
     }
-    _atomic_write(str(folder / INDEX), json.dumps(index, indent=1).encode())
+    atomic_write(str(folder / INDEX), json.dumps(index, indent=1).encode())
 
     pending = [c for c in range(num_chunks) if c not in done]
     indices = [v for c in pending for v in range(c * chunk_size * views, min((c + 1) * chunk_size, len(items)) * views)]
@@ -221,7 +221,7 @@ def embed_dataset(
     finally:
         bar.close()
     index["complete"] = True
-    _atomic_write(str(folder / INDEX), json.dumps(index, indent=1).encode())
+    atomic_write(str(folder / INDEX), json.dumps(index, indent=1).encode())
     sidecars = [json.loads((folder / _chunk_name(c, "json")).read_text()) for c in range(num_chunks)]
     return {
         "out": str(folder),
@@ -276,7 +276,7 @@ def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, 
         else torch.zeros(0, num_classes, dtype=torch.uint8)
     tensors["item"] = torch.tensor(kept, dtype=torch.int64)
     tensors["num_views"] = torch.tensor([e["views"] for e in entries], dtype=torch.int64)
-    _atomic_write(str(folder / _chunk_name(chunk, "safetensors")), save(tensors))
+    atomic_write(str(folder / _chunk_name(chunk, "safetensors")), save(tensors))
     items = dataset.items
     sidecar = {
         "chunk": chunk,
@@ -287,7 +287,7 @@ def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, 
         "skipped": [{"item": i, "path": items[i].path, "reason": reasons.get(items[i].path, "unreadable")}
                     for i in left_out],
     }
-    _atomic_write(str(folder / _chunk_name(chunk, "json")), json.dumps(sidecar, indent=1).encode())
+    atomic_write(str(folder / _chunk_name(chunk, "json")), json.dumps(sidecar, indent=1).encode())
 
 
 @dataclass

@@ -1,16 +1,23 @@
 """mbt's own format, as Hugging Face's: a folder with `config.json` and `model.safetensors`.
 
 The model layer owns it (`MBT.save_pretrained` / `MBT.from_pretrained`); the data config
-saved beside the model is an opaque section here, typed by `data.config.load_data_config`."""
+saved beside the model is an opaque section here, typed by `data.config.load_data_config`.
+`config.json` records `weights_sha256`, the sha256 of `model.safetensors`; loading verifies it,
+so damaged or truncated weights are refused with the file named (folders saved before the
+checksum existed still load, with a warning).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch import nn
 
 from .config import MBTConfig
@@ -32,6 +39,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, data_config:
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    weights_tmp = os.path.join(directory, WEIGHTS_NAME + ".tmp")
+    save_file(state, weights_tmp, metadata={"format": "pt"})
+    with open(weights_tmp, "rb") as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
     config = {
         "format": "mbt",
         "format_version": FORMAT_VERSION,
@@ -39,10 +51,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, data_config:
         "model": model.config.to_dict(),
         "data": data_config.to_dict() if data_config is not None else None,
         **(extra or {}),
+        "weights_sha256": sha256,
     }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    weights_tmp = os.path.join(directory, WEIGHTS_NAME + ".tmp")
-    save_file(state, weights_tmp, metadata={"format": "pt"})
     config_tmp = os.path.join(directory, CONFIG_NAME + ".tmp")
     with open(config_tmp, "w") as f:
         json.dump(config, f, indent=2)
@@ -74,7 +84,19 @@ def load_model(model_class: type[M], directory: str | os.PathLike, map_location:
     weights = os.path.join(os.fspath(directory), WEIGHTS_NAME)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
-    state = load_file(weights, device=str(map_location))
+    with open(weights, "rb") as f:
+        data = f.read()
+    expected = config.get("weights_sha256")
+    if expected is None:
+        warnings.warn(f"{weights}: no weights_sha256 in {CONFIG_NAME} (saved by an older mbt): not verified",
+                      stacklevel=2)
+    elif hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"{weights}: sha256 differs from the one in {CONFIG_NAME}: the file is damaged or "
+                         "truncated")
+    try:
+        state = {k: v.to(map_location) for k, v in load(data).items()}
+    except SafetensorError as e:  # its message does not name the file
+        raise ValueError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not match the config (missing {missing[:5]}, unexpected "

@@ -1,18 +1,26 @@
-"""Training checkpoints: written atomically, holding everything an exact resume needs.
+"""Training checkpoints: written atomically, checksummed, loaded without running code.
 
-A checkpoint is one file, `checkpoints/latest.pt`, replaced in place: the new state is
-written to a temporary file in the same folder, flushed to disk, then renamed over the
-old one (`os.replace` is atomic), so a crash or SIGKILL at any moment leaves either the
-previous or the new checkpoint, never a partial one. It holds the model, optimizer and
-gradient-scaler states, the step (which fixes the learning rate and the data position:
-epoch = step // steps_per_epoch, and the step within it), the best validation score, the
-skipped-item counts, and the random states of every process (python, numpy, torch, CUDA,
-and the mixup generator), so a resumed run draws the same batches, augmentations,
-stochastic-depth masks and mixup lambdas as an uninterrupted one.
+A checkpoint is `checkpoints/latest.pt`: the new state is written to a temporary file in the
+same folder, followed by a trailer (the sha256 of what precedes it and a magic tag), flushed to
+disk, then the old `latest.pt` is renamed to `previous.pt` and the new file to `latest.pt`
+(`os.replace` is atomic), so a crash or SIGKILL at any moment leaves a complete checkpoint. It
+holds the model, optimizer and gradient-scaler states, the step (which fixes the learning rate
+and the data position), the best validation score, the skipped-item counts, and the random
+states of every process (python, numpy, torch, CUDA, and the mixup generator) as tensors and
+plain containers, so a resumed run draws the same batches, augmentations, stochastic-depth
+masks and mixup lambdas as an uninterrupted one.
+
+Loading verifies the checksum before unpickling, then reads with `torch.load(weights_only=True)`:
+a file that needs any other object is refused. `load_resume_checkpoint` falls back to
+`previous.pt` when `latest.pt` is damaged.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import logging
 import os
 import random
 from pathlib import Path
@@ -21,39 +29,105 @@ from typing import Any
 import numpy as np
 import torch
 
-LATEST = "latest.pt"
+LATEST, PREVIOUS = "latest.pt", "previous.pt"
+_MAGIC = b"MBTCKPT1"  # trailer: sha256 digest (32 bytes) of the payload, then this tag
+_TRAILER = 32 + len(_MAGIC)
+
+log = logging.getLogger(__name__)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write `state` to `path` atomically (temporary file, fsync, rename, fsync folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or used (damaged, unsafe, incomplete); the message names the file."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """An ENOSPC OSError, or torch's zip-writer RuntimeError ("file write failed") it causes."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if isinstance(e, RuntimeError) and "write failed" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _fsync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `state` to `path` atomically with a sha256 trailer; the old `path` becomes `previous.pt`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w+b") as f:
+            torch.save(state, f)
+            f.flush()
+            f.seek(0)
+            sha = hashlib.sha256()
+            while chunk := f.read(1 << 24):
+                sha.update(chunk)
+            f.write(sha.digest() + _MAGIC)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not _is_disk_full(e):
+            raise
+        kept = path if path.exists() else path.with_name(PREVIOUS)
+        raise CheckpointError(f"no space left on device while writing {path}; the previous checkpoint "
+                              f"{kept} is kept") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_folder(path.parent)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint`."""
+    """A checkpoint written by `save_checkpoint`, checksum verified, loaded with weights_only=True."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    data = path.read_bytes()
+    if len(data) < _TRAILER or data[-len(_MAGIC):] != _MAGIC:
+        raise CheckpointError(f"{path}: no checksum trailer: truncated, or not a checkpoint written by this "
+                              "version of mbt")
+    payload, digest = data[:-_TRAILER], data[-_TRAILER:-len(_MAGIC)]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path}: sha256 mismatch: the file is damaged")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # a file not written by us: say which one
-        raise RuntimeError(f"{path}: cannot read the checkpoint: {e}") from e
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as e:  # e.g. an object weights_only refuses to build: never unpickle it
+        raise CheckpointError(f"{path}: refused: it holds something other than tensors, numbers, strings "
+                              f"and plain containers ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: no 'model' entry: not a training checkpoint")
+    return state
+
+
+def load_resume_checkpoint(folder: str | os.PathLike, map_location: str | torch.device = "cpu"
+                           ) -> tuple[dict[str, Any], Path]:
+    """The state in `folder/latest.pt`, or in `folder/previous.pt` when latest is missing or damaged
+    (said in the log); and the file it came from."""
+    latest, previous = Path(folder) / LATEST, Path(folder) / PREVIOUS
+    try:
+        return load_checkpoint(latest, map_location), latest
+    except (CheckpointError, FileNotFoundError) as e:
+        if not previous.is_file():
+            raise
+        first = e
+    log.warning("%s; falling back to the previous checkpoint %s", first, previous)
+    try:
+        return load_checkpoint(previous, map_location), previous
+    except CheckpointError as e:
+        raise CheckpointError(f"no usable checkpoint: {first}; {e}") from e
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -69,17 +143,24 @@ def rng_state(mixup_rng: np.random.Generator) -> dict[str, Any]:
     """This process's random states."""
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "mixup": mixup_rng.bit_generator.state,
     }
 
 
+def _numpy_state() -> tuple:
+    """numpy's global state with its key array as a list, so weights_only loading accepts it."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+
+
 def set_rng_state(state: dict[str, Any], mixup_rng: np.random.Generator) -> None:
     """Restore what `rng_state` captured (the CUDA states only when devices are present)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -66,10 +66,10 @@ def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]
         cfg = ExperimentConfig.load(target / "config.yaml")
         choice = args.weights or ("best" if (target / "best" / "config.json").is_file() else "final")
         if choice == "latest":
-            from .checkpoint import LATEST, load_checkpoint
+            from .checkpoint import load_resume_checkpoint
 
             model = MBT(cfg.model)
-            model.load_state_dict(load_checkpoint(target / "checkpoints" / LATEST)["model"])
+            model.load_state_dict(load_resume_checkpoint(target / "checkpoints")[0]["model"])
         else:
             model = load_pretrained(target / choice)
         out = target / "eval" / f"{args.split}-{choice}"

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
+from ..fileio import atomic_write
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
 
@@ -347,13 +348,11 @@ class ExperimentConfig:
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as YAML (`.yaml`/`.yml`) or JSON, atomically."""
         path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            if path.endswith((".yaml", ".yml")):
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-            else:
-                json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        if path.endswith((".yaml", ".yml")):
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        else:
+            text = json.dumps(self.to_dict(), indent=2)
+        atomic_write(path, text.encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike, base: ExperimentConfig | None = None) -> ExperimentConfig:

@@ -18,7 +18,7 @@ Run folder:
     log.txt              the log
     metrics.jsonl        one JSON record per train log line / evaluation
     tb/                  TensorBoard events (when tensorboard is installed)
-    checkpoints/latest.pt
+    checkpoints/latest.pt the last checkpoint; previous.pt the one before (checksummed, see checkpoint.py)
     best/                best validation model (save_pretrained format)
     final/               final model (save_pretrained format)
     eval/<split>/        predictions.jsonl / .npz of the final evaluations
@@ -55,7 +55,15 @@ from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
 from ..models.pretrained import save_pretrained
-from .checkpoint import LATEST, load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    LATEST,
+    PREVIOUS,
+    load_resume_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import ExperimentConfig
 from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
 from .distributed import (
@@ -216,12 +224,12 @@ class Trainer:
         self.folder, self.dist, self.resume, self.progress = folder, d, resume, progress
         if d.is_main:
             folder.root.mkdir(parents=True, exist_ok=True)
-            if not resume and folder.latest.exists():
+            if not resume and (folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()):
                 raise ConfigError(
                     f"{folder.root} already holds a run (checkpoints/{LATEST}); pass --resume to continue it "
                     "or choose another run folder"
                 )
-            if resume and not folder.latest.exists():
+            if resume and not (folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()):
                 raise FileNotFoundError(f"{folder.latest}: no checkpoint to resume from")
         barrier(d)
         _setup_logging(folder, d)
@@ -345,7 +353,7 @@ class Trainer:
         stale = remove_stale_temporaries(path.parent) if self.dist.is_main else []
         if stale:
             log.info("removed %d unfinished checkpoint file(s) left by an interrupted write", len(stale))
-        ck = load_checkpoint(path)
+        ck, path = load_resume_checkpoint(path.parent)
         if ck.get("fsdp", False) != self.fsdp:
             raise ConfigError(
                 f"{path}: written {'with' if ck.get('fsdp') else 'without'} FSDP sharding; resume it with the same "

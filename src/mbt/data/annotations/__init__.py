@@ -122,7 +122,9 @@ def _checked(ann: Annotations, duplicates: str) -> Annotations:
     """Refuse annotations without items, and handle repeated clips as `duplicates` says."""
     where = ", ".join(ann.sources)
     if not ann.items:
-        why = f"all {len(ann.problems)} rows are bad" if ann.problems else "the file is empty or has only a header"
+        why = (f"all {len(ann.problems)} rows are bad" if ann.problems
+               else "no media files in its class folders" if ann.format == "folder"
+               else "the file is empty or has only a header")
         raise AnnotationError(f"{where}: no items ({why})", ann.problems)
     pairs = find_duplicates(ann.items)
     if not pairs:

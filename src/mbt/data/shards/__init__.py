@@ -74,7 +74,7 @@ Modules: `format` (names, recipe, `ShardConfig`), `io` (local or fsspec reading,
 
 from .dataset import ShardDataset
 from .format import RECIPE_FIELDS, ShardConfig, ShardError
-from .io import ShardSet, _atomic_write, load_shard_annotations, open_shards
+from .io import ShardSet, load_shard_annotations, open_shards
 from .stream import ShardStream, StreamLoader, build_stream_loader
 from .writer import prepare_cli, prepare_shards
 
@@ -86,7 +86,6 @@ __all__ = [
     "ShardSet",
     "ShardStream",
     "StreamLoader",
-    "_atomic_write",
     "build_stream_loader",
     "load_shard_annotations",
     "open_shards",

@@ -122,10 +122,19 @@ class ShardSet:
         self.modalities: tuple[str, ...] = tuple(m["modalities"])
         self.recipe: dict[str, Any] = m["recipe"]
         self.window_seconds: float = float(m["window_seconds"])
-        self.names: list[str] = [s["name"] for s in m["shards"]]
+        self.names: list[str] = [self._shard_file_name(s.get("name")) for s in m["shards"]]
         self.urls: list[str] = [_join(location, n) for n in self.names]
         self.counts: list[int] = [int(s["samples"]) for s in m["shards"]]
         self.sizes: list[int] = [int(s["bytes"]) for s in m["shards"]]
+
+    def _shard_file_name(self, name: Any) -> str:
+        """A shard name from the manifest: a plain `*.tar` file name inside this folder, never a
+        path, URL or `..` that would read from elsewhere."""
+        if not (isinstance(name, str) and name.endswith(".tar") and not name.startswith(".")
+                and not any(c in name for c in "/\\:")):
+            raise ShardError(f"{_join(self.location, MANIFEST)}: shard name {name!r} is not a plain .tar file name "
+                             "inside the shard folder")
+        return name
 
     def _load_manifest(self) -> dict[str, Any]:
         url = _join(self.location, MANIFEST)
@@ -214,14 +223,3 @@ def open_shards(location: str | os.PathLike[str] | ShardSet) -> ShardSet:
 def load_shard_annotations(location: str | os.PathLike[str]) -> Annotations:
     """The annotations stored in a shard folder (what the trainer derives the label space from)."""
     return open_shards(location).annotations()
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-

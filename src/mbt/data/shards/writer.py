@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image  # torchvision's dependency; torchvision.io's JPEG codec is deprecated (and 14x slower to encode)
 
+from ...fileio import atomic_write
 from ..annotations import Annotations, Item
 from ..config import DataConfig
 from ..dataset import AVDataset, ClipError
@@ -42,7 +43,7 @@ from .format import (
     _index_name,
     _shard_name,
 )
-from .io import _atomic_write, _is_url
+from .io import _is_url
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -192,7 +193,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
         size = f.tell()
     os.replace(path + ".tmp", path)
     index = {"shard": name, "bytes": size, "samples": records, "bad": bad}
-    _atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
+    atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
     return index
 
 
@@ -291,7 +292,7 @@ def prepare_shards(
                              "run the same command to finish it, or pass --overwrite to start over")
     else:
         _clear(out)
-        _atomic_write(plan_path, _json_bytes(record))
+        atomic_write(plan_path, _json_bytes(record))
     for name in os.listdir(out):
         if name.endswith(".tmp"):
             os.remove(os.path.join(out, name))
@@ -338,7 +339,7 @@ def prepare_shards(
         "seconds": time.perf_counter() - tic,
         "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:_MAX_LISTED]],
     }
-    _atomic_write(os.path.join(out, REPORT), _json_bytes({
+    atomic_write(os.path.join(out, REPORT), _json_bytes({
         "left_out": left_out,
         "annotation_rows_skipped": [list(p) for p in annotations.problems],
     }))
@@ -356,7 +357,7 @@ def prepare_shards(
         "shards": [{"name": s["shard"], "samples": len(s["samples"]), "bytes": s["bytes"]} for s in shards],
         "report": {k: v for k, v in report.items() if k not in ("out", "seconds", "first_left_out")},
     }
-    _atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
+    atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
     return report
 
 
