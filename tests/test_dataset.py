@@ -18,6 +18,7 @@ from mbt.data.annotations import AnnotationError, Annotations, Item, parse_folde
 from mbt.data.config import DataConfig
 from mbt.data.dataset import AVDataset, ClipError, SkippedItem, spectrogram_stats
 from mbt.data.loader import BalancedSampler, ShardSampler, build_loader, class_balanced_weights, collate
+from mbt.data.sampling import StepBatchSampler
 
 FPS = 25
 SECONDS = 3.0
@@ -334,6 +335,17 @@ def test_class_balanced_sampling():
     # evaluation shards cover every index once, without padding
     shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
     assert sorted(i for shard in shards for i in shard) == list(range(7))
+
+
+def test_one_class_balanced_draw_for_loader_and_trainer():
+    """`build_loader(balanced=True)` and the trainer's sampler draw the same items for a (seed, epoch)."""
+    ann = Annotations([Item(str(k), (0,) if k < 5 else (1,)) for k in range(6)], ["common", "rare"])
+    w = class_balanced_weights(ann)
+    trainer = StepBatchSampler(6, batch_size=4, steps_per_epoch=3, seed=7, weights=w)
+    trainer.epoch = 2
+    loader = BalancedSampler(w, 12, seed=7)
+    loader.set_epoch(2)
+    assert list(loader) == [i for batch in trainer for _, i in batch]
 
 
 def test_balanced_loader_oversamples_the_rare_class(media):

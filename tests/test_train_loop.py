@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 import mbt.train.loop as loop
 from mbt.data.annotations import Annotations, Item
 from mbt.data.dataset import SkippedItem
+from mbt.data.sampling import StepBatchSampler
 from mbt.models.config import ConfigError
 from mbt.models.mbt import MBT
 from mbt.train.checkpoint import load_checkpoint
@@ -19,7 +20,6 @@ from mbt.train.distributed import init_distributed
 from mbt.train.evaluate import evaluate
 from mbt.train.loop import NonFiniteLossError, RunFolder, Trainer, train
 from mbt.train.metrics import classification_metrics
-from mbt.train.sampling import StepBatchSampler
 from mbt.train.synthetic import SyntheticAVDataset
 
 from .tiny_experiment import tiny_config, train_losses

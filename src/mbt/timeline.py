@@ -30,6 +30,7 @@ import av
 import numpy as np
 import torch
 
+from .data import views
 from .data.augment import test_crops
 from .data.config import DataConfig
 from .data.decode import (
@@ -296,11 +297,8 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         raise DecodeError(f"{path}: unknown or zero duration; cannot place windows")
     starts = window_starts(info.duration, window, hop)
     centres = [clip_centres(s, window, clip) for s in starts]
-    n, rate = data.num_frames, data.frame_rate
-    offsets = [(i - (n - 1) / 2) / rate for i in range(n)]
-
     def frame_times(c: float) -> list[float]:
-        return [max(c + o, 0.0) for o in offsets]
+        return [max(t, 0.0) for t in views.frame_times(c, data)]
 
     requested = np.unique([t for cs in centres for c in cs for t in frame_times(c)]) if "rgb" in mods else np.zeros(0)
     stream = MediaStream(path, requested, data, video="rgb" in mods, audio="spectrogram" in mods)

@@ -38,36 +38,30 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.config import MODALITIES
 from .annotations import AnnotationError, Annotations, Item
-from .augment import VideoTransform, spec_augment, test_crops
+from .batch import ClipError, SkippedItem
 from .config import DataConfig
 from .decode import Clip, DecodeError, media_duration, probe, read_audio, read_clip
-from .features import LogMelStats, log_mel
+from .features import LogMelStats
+from .loader import build_loader
+from .views import ClipInputs, Split, clip_centre, frame_times
 
-Split = Literal["train", "val", "test"]
 PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 """The item key that says whether its file has each modality."""
 _MAX_LISTED = 5
 
 
-class ClipError(RuntimeError):
-    """A media file could not be turned into a clip; the message names the file and the cause."""
-
-
-@dataclass(frozen=True)
-class SkippedItem:
-    """Stands in for an unreadable item when `skip_bad=True`; the collate function drops it."""
-
-    index: int
-    path: str
-    reason: str
+def check_modalities(modalities: Sequence[str]) -> None:
+    """Refuse an empty or unknown choice of modalities."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -89,9 +83,7 @@ class AVDataset(torch.utils.data.Dataset):
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+        check_modalities(modalities)
         missing = annotations.missing
         self.dropped: list[tuple[str, str]] = []
         """(path, reason) of the items left out at construction (missing files, with skip_bad)."""
@@ -118,8 +110,7 @@ class AVDataset(torch.utils.data.Dataset):
         self.views = cfg.num_test_clips * cfg.num_test_crops if split == "test" else 1
         self.num_classes = annotations.num_classes
         self.single_label = not annotations.multi_label and not annotations.class_splits
-        self.video_transform = VideoTransform(cfg, train=split == "train") if "rgb" in self.modalities else None
-        """Train augmentation or eval centre crop; test views use `augment.test_crops`."""
+        self.inputs = ClipInputs(cfg, split, rgb="rgb" in self.modalities)
         self._durations: dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -153,19 +144,10 @@ class AVDataset(torch.utils.data.Dataset):
     def clip_centre(self, item: Item, view: int, generator: torch.Generator) -> float:
         """Centre of the clip for this split and view (module docstring)."""
         start, end = self.segment(item)
-        half = min(self.window_seconds / 2, (end - start) / 2)
-        lo, hi = start + half, end - half
-        if self.split == "train":
-            centre = lo + (hi - lo) * float(torch.rand((), generator=generator, dtype=torch.float64))
-        elif self.split == "val" or self.cfg.num_test_clips == 1:
-            centre = (start + end) / 2
-        else:
-            centre = lo + (hi - lo) * (view // self.cfg.num_test_crops) / (self.cfg.num_test_clips - 1)
-        return max(centre, self.window_seconds / 2)
+        return clip_centre(start, end, self.window_seconds, self.split, view, self.cfg, generator)
 
     def frame_times(self, centre: float) -> list[float]:
-        n, rate = self.cfg.num_frames, self.cfg.frame_rate
-        return [centre + (i - (n - 1) / 2) / rate for i in range(n)]
+        return frame_times(centre, self.cfg)
 
     # ------------------------------------------------------------------ items
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | SkippedItem:
@@ -217,21 +199,13 @@ class AVDataset(torch.utils.data.Dataset):
         if clip is not None:
             audio, out["has_audio"] = clip.audio, bool(clip.has_audio)
             out["damage"] = str(clip.damage) if clip.damage else ""
-            if self.split == "test":
-                out["rgb"] = test_crops(clip.rgb, cfg)[view % cfg.num_test_crops]
-            else:
-                assert self.video_transform is not None
-                out["rgb"] = self.video_transform(clip.rgb, generator)
         else:
             audio, out["has_audio"], out["damage"] = self._read_audio(item.path, audio_start)
         if "rgb" in self.modalities and clip is None:  # an audio-only file: mid-grey frames
             out["has_rgb"] = False
             out["rgb"] = torch.zeros(cfg.num_frames, 3, cfg.image_size, cfg.image_size)
-        if "spectrogram" in self.modalities:
-            spec = log_mel(torch.as_tensor(audio), cfg)
-            if self.split == "train":
-                spec = spec_augment(spec, cfg, generator)
-            out["spectrogram"] = spec
+        out.update(self.inputs(clip.rgb if clip is not None else None,
+                               audio if "spectrogram" in self.modalities else None, view, generator))
         return out
 
     def _read_clip(self, path: str, centre: float, audio_start: float) -> Clip | None:
@@ -276,8 +250,6 @@ class InMemoryDataset(torch.utils.data.Dataset):
     def __init__(self, dataset: AVDataset, num_workers: int = 0, progress: bool = False, desc: str = "decode"):
         from tqdm.auto import tqdm
 
-        from .loader import build_loader
-
         self.annotations, self.modalities = dataset.annotations, tuple(dataset.modalities)
         self.views, self.num_classes = dataset.views, dataset.num_classes
         self.dropped = list(getattr(dataset, "dropped", []))
@@ -312,8 +284,6 @@ def spectrogram_stats(
 
     Items without an audio track are left out (their silence would pull the statistics) and
     counted; unreadable items count as skipped when the dataset skips bad items."""
-    from .loader import build_loader
-
     if dataset.modalities != ("spectrogram",) or dataset.split != "val":
         raise ValueError("spectrogram_stats needs a 'val' dataset with modalities=('spectrogram',)")
     items = dataset.items

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,119 +27,32 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .annotations import Annotations
-from .dataset import ClipError, SkippedItem
+from .batch import ClipError, collate, damaged_in, once_per_file, worker_message
+from .sampling import BalancedSampler, ShardSampler, ShuffleSampler, class_balanced_weights
+
+__all__ = [
+    "AVLoader",
+    "BalancedSampler",
+    "ShardSampler",
+    "build_loader",
+    "class_balanced_weights",
+    "collate",
+    "damaged_in",
+    "once_per_file",
+    "worker_init",
+    "worker_message",
+]
 
 
-def collate(batch: Sequence[dict[str, Any] | SkippedItem]) -> dict[str, Any]:
-    """Stack tensors, turn numbers/bools into tensors, keep strings as lists; drop skipped items
-    into `skipped` [(path, reason)]. `batch_size` is the number of items kept (0: all skipped)."""
-    kept = [b for b in batch if not isinstance(b, SkippedItem)]
-    out: dict[str, Any] = {
-        "skipped": [(b.path, b.reason) for b in batch if isinstance(b, SkippedItem)],
-        "batch_size": len(kept),
-    }
-    for key in kept[0] if kept else ():
-        values = [b[key] for b in kept]
-        if isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values)
-        elif isinstance(values[0], (bool, int, float)):
-            out[key] = torch.tensor(values)
-        else:
-            out[key] = values
-    return out
-
-
-def once_per_file(entries: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The first (path, reason) of each path, in order: a file read in several epochs, views or
-    processes counts once."""
-    first: dict[str, str] = {}
-    for path, reason in entries:
-        first.setdefault(path, reason)
-    return list(first.items())
-
-
-def damaged_in(batch: dict[str, Any]) -> list[tuple[str, str]]:
-    """(path, damage) of the items of a batch decoded with concealed damage."""
-    return [(p, d) for p, d in zip(batch.get("path", ()), batch.get("damage", ()), strict=False) if d]
-
-
-def worker_message(error: ClipError) -> str:
-    """The message a worker's `ClipError` was raised with: torch re-raises it in the main process
-    with the worker's whole traceback as its message, the original message on its last line."""
-    text = str(error)
-    marker = f"{ClipError.__name__}: "
-    if not text.startswith("Caught ") or marker not in text:
-        return text
-    return text.rsplit(marker, 1)[1].strip() + " (in a data-loader worker; MBT_DEBUG=1 shows its traceback)"
-
-
-def class_balanced_weights(annotations: Annotations) -> torch.Tensor:
-    """Per-item sampling weight: sum over the item's labels of 1 / (items carrying that label)."""
-    counts = annotations.label_counts()
-    weights = torch.tensor(
-        [sum(1.0 / counts[k] for k in it.labels) for it in annotations.items], dtype=torch.float64
-    )
-    if not bool((weights > 0).all()):
-        raise ValueError("class-balanced sampling needs every item to have a label")
-    return weights
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
-
-
-class ShuffleSampler(Sampler[int]):
-    """A permutation of range(n) seeded by (seed, epoch)."""
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch)).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class ShardSampler(Sampler[int]):
-    """Indices `rank::world` in order, without padding (evaluation sharding)."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class BalancedSampler(Sampler[int]):
-    """`num_samples` draws with replacement, P(item) ∝ weight, seeded by (seed, epoch); with
-    `world > 1` every rank draws the same sequence and keeps its `rank::world` share."""
-
-    def __init__(
-        self, weights: torch.Tensor, num_samples: int, seed: int = 0, rank: int = 0, world: int = 1
-    ) -> None:
-        self.weights = torch.as_tensor(weights, dtype=torch.float64)
-        self.num_samples, self.seed, self.rank, self.world = num_samples, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples // self.world
-
-    def __iter__(self) -> Iterator[int]:
-        draws = torch.multinomial(
-            self.weights, len(self) * self.world, replacement=True, generator=_epoch_generator(self.seed, self.epoch)
-        )
-        return iter(draws[self.rank :: self.world].tolist())
+def worker_init(worker_id: int) -> None:
+    """Every loader's workers (`build_loader`, the trainer's, the shard stream's): seed Python and
+    NumPy from the worker's torch seed (itself derived from the loader's seed), and one intra-op
+    thread per worker, the workers being the parallelism. (Items draw from their own torch
+    generators, seeded by (seed, epoch, index), not from these.)"""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(1)
 
 
 class _WithEpoch(Sampler[tuple[int, int]]):
@@ -156,19 +69,10 @@ class _WithEpoch(Sampler[tuple[int, int]]):
         return len(self.sampler)  # type: ignore[arg-type]
 
 
-def _worker_init(worker_id: int) -> None:
-    """Seed Python and NumPy from the worker's torch seed (itself derived from the loader's seed);
-    one intra-op thread per worker, the workers are the parallelism."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.set_num_threads(1)
-
-
 class AVLoader:
     """Iterates batches of a DataLoader, counting skipped items and dropping batches left empty."""
 
-    def __init__(self, loader: DataLoader, sampler: _WithEpoch) -> None:
+    def __init__(self, loader: DataLoader, sampler: _WithEpoch | None) -> None:
         self.loader, self._sampler = loader, sampler
         self.skipped: list[tuple[str, str]] = []
         """(path, reason) of every item skipped so far (unreadable, with skip_bad)."""
@@ -251,7 +155,7 @@ def build_loader(
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=worker_init if workers else None,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers,
         prefetch_factor=(prefetch_factor or 2) if workers else None,

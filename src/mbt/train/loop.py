@@ -49,7 +49,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.dataset import ClipError
-from ..data.loader import class_balanced_weights, collate, damaged_in, once_per_file, worker_message
+from ..data.loader import class_balanced_weights, collate, damaged_in, once_per_file, worker_init, worker_message
+from ..data.sampling import StepBatchSampler
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
@@ -81,7 +82,6 @@ from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictio
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
-from .sampling import StepBatchSampler
 
 log = logging.getLogger("mbt.train")
 
@@ -188,12 +188,6 @@ def _setup_logging(folder: RunFolder, d: Dist) -> None:
 def default_run_dir(name: str) -> Path:
     """runs/<name>-<date>-<time>."""
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def _worker_init(worker_id: int) -> None:
-    """One intra-op thread per loader worker: the workers are the parallelism. (Items are
-    seeded by (seed, epoch, index), not by the worker.)"""
-    torch.set_num_threads(1)
 
 
 def _format(metrics: dict[str, float], keys: tuple[str, ...] = ()) -> str:
@@ -404,7 +398,7 @@ class Trainer:
         )
         loader = DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
-            pin_memory=d.device.type == "cuda", worker_init_fn=_worker_init if tc.num_workers else None,
+            pin_memory=d.device.type == "cuda", worker_init_fn=worker_init if tc.num_workers else None,
             generator=torch.Generator().manual_seed(tc.seed), persistent_workers=tc.num_workers > 0,
         )
         return loader, sampler

@@ -1,0 +1,225 @@
+"""Reading a shard folder on local disk or at an fsspec URL: whole files, byte ranges, tar members, and
+`ShardSet`, a finished folder checked against its manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..annotations import Annotations, Item, Problem
+from ..config import DataConfig
+from ..dataset import Split
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, REPORT, ShardError, _index_name
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
+
+
+def _join(location: str, name: str) -> str:
+    return f"{location.rstrip('/')}/{name}" if _is_url(location) else os.path.join(location, name)
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError as e:  # pragma: no cover - fsspec comes with torch
+        raise ImportError("reading shards from a URL needs fsspec: pip install 'mbt[shards]'") from e
+    return fsspec
+
+
+def _url_fs(url: str) -> tuple[Any, str]:
+    return _fsspec().core.url_to_fs(url)
+
+
+def _read_bytes(url: str) -> bytes:
+    if _is_url(url):
+        fs, path = _url_fs(url)
+        return fs.cat_file(path)
+    with open(url, "rb") as f:
+        return f.read()
+
+
+def _read_json(url: str) -> Any:
+    try:
+        return json.loads(_read_bytes(url))
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{url}: not valid JSON ({e}); a partially written file?") from e
+
+
+def _open_stream(url: str) -> Any:
+    """A binary file object for sequential reading (local file or fsspec URL)."""
+    if _is_url(url):
+        return _fsspec().open(url, "rb").open()
+    return open(url, "rb", buffering=1 << 20)
+
+
+class _RangeReader:
+    """Byte ranges of shard files, one read per sample; checks each file's size against the
+    manifest the first time it is opened in a process. Open files are kept (LRU) per process."""
+
+    def __init__(self, sizes: dict[str, int], max_open: int = 64) -> None:
+        self.sizes, self.max_open = sizes, max_open
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._pid = os.getpid()
+        self._checked: set[str] = set()
+
+    def _check(self, url: str, size: int) -> None:
+        if size != self.sizes[url]:
+            raise ShardError(f"{url}: {size} bytes, the manifest says {self.sizes[url]}: partially written or "
+                             "changed since `mbt data prepare` finished; prepare the shards again")
+        self._checked.add(url)
+
+    def read(self, url: str, offset: int, length: int) -> bytes:
+        if os.getpid() != self._pid:  # a forked loader worker: descriptors are the parent's
+            self._fds, self._pid = OrderedDict(), os.getpid()
+        if _is_url(url):
+            fs, path = _url_fs(url)
+            if url not in self._checked:
+                self._check(url, int(fs.size(path)))
+            data = fs.cat_file(path, start=offset, end=offset + length)
+        else:
+            fd = self._fds.pop(url, None)
+            if fd is None:
+                try:
+                    fd = os.open(url, os.O_RDONLY)
+                except FileNotFoundError as e:
+                    raise ShardError(f"{url}: shard file missing") from e
+                if url not in self._checked:
+                    self._check(url, os.fstat(fd).st_size)
+                while len(self._fds) >= self.max_open:
+                    os.close(self._fds.popitem(last=False)[1])
+            self._fds[url] = fd
+            data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise ShardError(f"{url}: {len(data)} bytes at offset {offset}, expected {length}: truncated shard")
+        return data
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sizes": self.sizes, "max_open": self.max_open}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sizes"], state["max_open"])  # type: ignore[misc]
+
+
+class ShardSet:
+    """A finished shard folder (local path or fsspec URL): its manifest, and on demand the
+    per-sample index and the report of videos left out."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        location = os.fspath(location)
+        if location.endswith(MANIFEST):
+            location = location[: -len(MANIFEST)].rstrip("/") or "."
+        self.location = location
+        self.manifest = self._load_manifest()
+        m = self.manifest
+        self.mode: Split = m["mode"]
+        self.modalities: tuple[str, ...] = tuple(m["modalities"])
+        self.recipe: dict[str, Any] = m["recipe"]
+        self.window_seconds: float = float(m["window_seconds"])
+        self.names: list[str] = [self._shard_file_name(s.get("name")) for s in m["shards"]]
+        self.urls: list[str] = [_join(location, n) for n in self.names]
+        self.counts: list[int] = [int(s["samples"]) for s in m["shards"]]
+        self.sizes: list[int] = [int(s["bytes"]) for s in m["shards"]]
+
+    def _shard_file_name(self, name: Any) -> str:
+        """A shard name from the manifest: a plain `*.tar` file name inside this folder, never a
+        path, URL or `..` that would read from elsewhere."""
+        if not (isinstance(name, str) and name.endswith(".tar") and not name.startswith(".")
+                and not any(c in name for c in "/\\:")):
+            raise ShardError(f"{_join(self.location, MANIFEST)}: shard name {name!r} is not a plain .tar file name "
+                             "inside the shard folder")
+        return name
+
+    def _load_manifest(self) -> dict[str, Any]:
+        url = _join(self.location, MANIFEST)
+        try:
+            manifest = _read_json(url)
+        except FileNotFoundError as e:
+            hint = ""
+            if not _is_url(self.location) and os.path.isdir(self.location):
+                tars = [n for n in os.listdir(self.location) if n.endswith((".tar", ".tmp"))]
+                plan = os.path.exists(os.path.join(self.location, PLAN))
+                if tars or plan:
+                    hint = (f": the `mbt data prepare` run writing this folder did not finish ({len(tars)} shard "
+                            "file(s) present); run the same command again to complete it")
+            raise ShardError(f"{url}: no manifest{hint or ' (not a shard folder?)'}") from e
+        if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
+            raise ShardError(f"{url}: not an {FORMAT_NAME} v{FORMAT_VERSION} manifest")
+        return manifest
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def views(self) -> int:
+        """Clips stored per sample (test: `num_test_clips`)."""
+        return int(self.recipe.get("num_test_clips", 1)) if self.mode == "test" else 1
+
+    def check(self, cfg: DataConfig, split: str, modalities: Sequence[str]) -> None:
+        """Raise ValueError naming the field when `cfg`, `split` or `modalities` do not fit the shards."""
+        where = self.location
+        if split != self.mode:
+            raise ValueError(f"{where}: prepared for the {self.mode!r} split, cannot serve {split!r} "
+                             f"(prepare the {split} annotations with --mode {split})")
+        extra = [m for m in modalities if m not in self.modalities]
+        if extra:
+            raise ValueError(f"{where}: holds {list(self.modalities)}, not {extra}")
+        for name, stored in self.recipe.items():
+            value = getattr(cfg, name)
+            if name == "min_resize":
+                if value > stored:
+                    raise ValueError(f"{where}: frames stored with short side {stored}, smaller than "
+                                     f"data.min_resize={value}; prepare again with min_resize={value}")
+            elif (value != stored) if isinstance(stored, str) else not math.isclose(value, stored, rel_tol=1e-9):
+                raise ValueError(f"{where}: data.{name}={value!r} differs from the shards' {stored!r}; prepare "
+                                 f"the shards again with --set {name}={value}")
+
+    def index(self) -> list[dict[str, Any]]:
+        """Every sample's index record (shard number added), in annotation order."""
+        def load(i: int) -> list[dict[str, Any]]:
+            side = _read_json(_join(self.location, _index_name(self.names[i])))
+            if len(side["samples"]) != self.counts[i]:
+                raise ShardError(f"{self.urls[i]}: index lists {len(side['samples'])} samples, the manifest "
+                                 f"{self.counts[i]}")
+            return [{**s, "shard": i} for s in side["samples"]]
+
+        with ThreadPoolExecutor(16 if _is_url(self.location) else 1) as pool:
+            records = [r for part in pool.map(load, range(len(self.names))) for r in part]
+        return sorted(records, key=lambda r: r["index"])
+
+    def report(self) -> dict[str, Any]:
+        """report.json: videos left out (with reasons) and skipped annotation rows."""
+        return _read_json(_join(self.location, REPORT))
+
+    def annotations(self, records: list[dict[str, Any]] | None = None) -> Annotations:
+        """The stored items as `Annotations` (labels, ids, sources; `extra['shard']` locates each)."""
+        m = self.manifest
+        records = self.index() if records is None else records
+        items = [
+            Item(path=r["path"], labels=tuple(r["labels"]), start=r["start"], end=r["end"], video_id=r["video_id"],
+                 source=r["source"], line=r["line"], extra={"shard": (r["shard"], r["offset"], r["size"]),
+                                                            "key": r["key"], "index": r["index"]})
+            for r in records
+        ]
+        problems = [Problem(*p) for p in self.report()["annotation_rows_skipped"]]
+        c = m["classes"]
+        return Annotations(items, list(c["names"]), multi_label=c["multi_label"],
+                           class_splits=tuple(c["class_splits"]), split_names=tuple(c["split_names"]),
+                           problems=problems, format="shards", sources=(self.location,))
+
+
+def open_shards(location: str | os.PathLike[str] | ShardSet) -> ShardSet:
+    """The finished shard folder at `location` (a folder, its manifest.json, or an fsspec URL)."""
+    return location if isinstance(location, ShardSet) else ShardSet(location)
+
+
+def load_shard_annotations(location: str | os.PathLike[str]) -> Annotations:
+    """The annotations stored in a shard folder (what the trainer derives the label space from)."""
+    return open_shards(location).annotations()
