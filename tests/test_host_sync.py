@@ -12,7 +12,8 @@ import mbt.models.mbt as mbt_model
 import mbt.train.loop as loop
 import mbt.train.optim as optim
 from mbt.train.distributed import init_distributed
-from mbt.train.loop import RunFolder, Trainer
+from mbt.train.loop import Trainer
+from mbt.train.run_folder import RunFolder
 
 from .conftest import tiny_config as tiny_model_config
 from .tiny_experiment import tiny_config

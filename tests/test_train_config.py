@@ -153,7 +153,7 @@ def test_tiny_preset_is_the_demo_setting():
 
 
 def test_compile_setting_is_auto_and_compiles_on_cuda_only():
-    from mbt.train.loop import resolve_compile
+    from mbt.train.precision import resolve_compile
 
     cfg = ExperimentConfig()
     assert cfg.train.compile == "auto"

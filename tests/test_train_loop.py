@@ -18,8 +18,10 @@ from mbt.train.checkpoint import load_checkpoint
 from mbt.train.data import check_same_classes, resolve_label_space
 from mbt.train.distributed import init_distributed
 from mbt.train.evaluate import evaluate
-from mbt.train.loop import NonFiniteLossError, RunFolder, Trainer, train
+from mbt.train.loop import NonFiniteLossError, Trainer, train
 from mbt.train.metrics import classification_metrics
+from mbt.train.precision import resolve_amp
+from mbt.train.run_folder import RunFolder
 from mbt.train.synthetic import SyntheticAVDataset
 
 from .tiny_experiment import tiny_config, train_losses
@@ -206,9 +208,9 @@ def test_options_train_and_evaluate(tmp_path, options):
 
 def test_fp16_needs_cuda():
     with pytest.raises(ConfigError, match="train.amp: 'fp16' needs a CUDA device"):
-        loop.resolve_amp("fp16", torch.device("cpu"))
-    assert loop.resolve_amp("auto", torch.device("cpu")) == (None, False)
-    assert loop.resolve_amp("bf16", torch.device("cpu")) == (torch.bfloat16, False)
+        resolve_amp("fp16", torch.device("cpu"))
+    assert resolve_amp("auto", torch.device("cpu")) == (None, False)
+    assert resolve_amp("bf16", torch.device("cpu")) == (torch.bfloat16, False)
 
 
 def test_init_from_a_local_vit_checkpoint(tmp_path):

@@ -332,8 +332,8 @@ class StepRunner:
     def __init__(self, case: Case, bench: BenchConfig, device: torch.device) -> None:
         from .models.mbt import MBT
         from .train.config import TrainConfig
-        from .train.loop import resolve_amp
         from .train.optim import build_optimizer
+        from .train.precision import resolve_amp
 
         self.case, self.device = case, device
         self.cfg = cfg = bench.model_config(case.variant)

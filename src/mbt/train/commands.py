@@ -126,7 +126,7 @@ def eval_cli(args: argparse.Namespace) -> int:
     from .data import load_split_annotations
     from .distributed import barrier, init_distributed, shutdown
     from .evaluate import evaluate, json_safe, modality_subset_metrics, write_eval_tables, write_predictions
-    from .loop import resolve_amp
+    from .precision import resolve_amp
 
     cfg, model, out = _eval_config(args)
     m = cfg.model

@@ -36,7 +36,6 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,112 +81,14 @@ from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictio
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
+from .precision import resolve_amp, resolve_compile
+from .run_folder import MetricsLog, RunFolder, default_run_dir, setup_logging
 
 log = logging.getLogger("mbt.train")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss (or, without fp16 scaling, the gradient) became NaN or infinite."""
-
-
-class RunFolder:
-    """Paths of a run folder."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.config = self.root / "config.yaml"
-        self.log = self.root / "log.txt"
-        self.metrics = self.root / "metrics.jsonl"
-        self.tensorboard = self.root / "tb"
-        self.checkpoints = self.root / "checkpoints"
-        self.latest = self.checkpoints / LATEST
-        self.best = self.root / "best"
-        self.final = self.root / "final"
-        self.results = self.root / "results.json"
-
-    def eval_dir(self, split: str) -> Path:
-        return self.root / "eval" / split
-
-
-def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether to scale the loss) for `train.amp` on `device`."""
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    if mode == "off":
-        return None, False
-    if mode == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.amp: 'fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
-        return torch.float16, True
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.amp: this GPU does not support bf16; use 'fp16' or 'off'")
-    return torch.bfloat16, False
-
-
-def resolve_compile(setting: bool | str, device: torch.device) -> str | None:
-    """The `torch.compile` mode of `train.compile` on `device`, or None: eager."""
-    if setting == "auto":
-        return "default" if device.type == "cuda" else None
-    if setting is True:
-        return "default"
-    return setting or None
-
-
-class MetricsLog:
-    """Appends records to metrics.jsonl and, when available, TensorBoard (main process only)."""
-
-    def __init__(self, folder: RunFolder, enabled: bool) -> None:
-        self.path, self.enabled, self.writer = folder.metrics, enabled, None
-        if not enabled:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder.tensorboard))
-        except ImportError:
-            log.info("tensorboard is not installed; metrics go to %s only", self.path)
-
-    def write(self, split: str, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"split": split, "step": step, **json_safe(values)}) + "\n")
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.writer.add_scalar(f"{split}/{k}", v, step)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _setup_logging(folder: RunFolder, d: Dist) -> None:
-    """Log to stderr (through tqdm, so bars stay intact) and to log.txt, from rank 0 only."""
-    log.setLevel(logging.INFO if d.is_main else logging.WARNING)
-    log.propagate = False
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-
-    class _TqdmHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            tqdm.write(self.format(record))
-
-    console = _TqdmHandler()
-    console.setFormatter(fmt)
-    log.addHandler(console)
-    if d.is_main:
-        file = logging.FileHandler(folder.log)
-        file.setFormatter(fmt)
-        log.addHandler(file)
-
-
-def default_run_dir(name: str) -> Path:
-    """runs/<name>-<date>-<time>."""
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _format(metrics: dict[str, float], keys: tuple[str, ...] = ()) -> str:
@@ -232,7 +133,7 @@ class Trainer:
             if resume and not (folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()):
                 raise FileNotFoundError(f"{folder.latest}: no checkpoint to resume from")
         barrier(d)
-        _setup_logging(folder, d)
+        setup_logging(folder, d)
         tc = cfg.train
         self.amp_dtype, use_scaler = resolve_amp(tc.amp, d.device)
         self.micro_batch = tc.micro_batch_size(d.world_size)
