@@ -35,8 +35,6 @@ missing raise at construction, or with `skip_bad` are dropped and listed in `dro
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -341,25 +339,3 @@ def spectrogram_stats(
         "items_without_audio": no_audio,
         "skipped": [list(s) for s in loader.skipped] + [list(d) for d in dataset.dropped],
     }
-
-
-def stats_cli(args: Any) -> int:
-    """`mbt data stats`: log-mel mean/std to paste into DataConfig."""
-    from ..overrides import apply_overrides
-    from .annotations import annotations_from_args
-
-    cfg = apply_overrides(DataConfig(), args.set)
-    ann = annotations_from_args(args)
-    dataset = AVDataset(ann, cfg, "val", modalities=("spectrogram",), skip_bad=args.skip_bad)
-    stats = spectrogram_stats(dataset, args.max_items, num_workers=args.num_workers)
-    if args.json:
-        json.dump(stats, sys.stdout, indent=2)
-        print()
-        return 0
-    print(f"# log-mel statistics over {stats['items']} clips ({stats['values']} values); "
-          f"{stats['items_without_audio']} without audio left out, {len(stats['skipped'])} skipped")
-    for path, reason in stats["skipped"][:_MAX_LISTED]:
-        print(f"#   skipped {path}: {reason}")
-    print(f"spec_mean: {stats['spec_mean']:.4f}")
-    print(f"spec_std: {stats['spec_std']:.4f}")
-    return 0
