@@ -67,11 +67,11 @@ def test_table_and_cli(capsys):
     assert rows["bottleneck (Lf=8)"]["gflops"] == pytest.approx(217.2, abs=0.1)
     assert main(["flops", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gflops"] == pytest.approx(217.2, abs=0.1)
-    assert main(["flops", "--set", "fusion_layer=0", "--set", "fusion=vanilla", "--json"]) == 0
+    assert main(["flops", "--set", "model.fusion_layer=0", "--set", "model.fusion=vanilla", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gflops"] == pytest.approx(478.9, abs=0.1)
     assert main(["flops", "--table"]) == 0
     assert "cross-attention (Lf=0)" in capsys.readouterr().out
-    assert main(["flops", "--set", "fusion_layer=13"]) == 1
+    assert main(["flops", "--set", "model.fusion_layer=13"]) == 1
     assert "fusion_layer" in capsys.readouterr().err
 
 
