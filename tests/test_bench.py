@@ -23,8 +23,8 @@ QUICK = ["--rounds", "2", "--warmup", "1", "--min-round-s", "0.02", "--matmul-si
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert main(["bench", "--size", "tiny", "--set", "model.mlp_dim=128", "--variants", "bottleneck", "--eval-batch", "1",
-                 "--train-batch", "2", *QUICK, "--json", str(out)]) == 0
+    assert main(["bench", "--size", "tiny", "--set", "model.mlp_dim=128", "--variants", "bottleneck",
+                 "--eval-batch", "1", "--train-batch", "2", *QUICK, "--json", str(out)]) == 0
     return json.loads(out.read_text())
 
 
