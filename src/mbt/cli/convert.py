@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,35 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_scenic(args: argparse.Namespace) -> int:
     """`mbt convert scenic CHECKPOINT --config CONFIG --out DIR`."""
-    from collections.abc import Mapping
+    from ..weights.scenic import FRONTEND_NOTE, convert_scenic
 
-    import yaml
-
-    from ..data.annotations import read_class_list
-    from ..models.pretrained import save_pretrained
-    from ..weights.scenic import (
-        FRONTEND_NOTE,
-        ScenicFormatError,
-        data_config_from_scenic,
-        from_scenic,
-        scenic_input_shapes,
-        split_scenic_config,
-    )
-
-    with open(args.config) as f:
-        text = f.read()
-    config = json.loads(text) if args.config.endswith(".json") else yaml.safe_load(text)
-    if not isinstance(config, Mapping):
-        raise ScenicFormatError(f"{args.config}: expected a mapping (a Scenic config or its 'model' fields)")
-    model_config, dataset_configs = split_scenic_config(config)
-    overrides = {"label_names": tuple(read_class_list(args.labels))} if args.labels else {}
-    shapes = scenic_input_shapes(model_config, dataset_configs) if dataset_configs is not None else None
-    model = from_scenic(args.checkpoint, model_config, input_shapes=shapes, **overrides)
-    data = data_config_from_scenic(model.config, dataset_configs)
-    save_pretrained(model, args.out, data_config=data, extra={"frontend": FRONTEND_NOTE})
+    model, data, from_dump = convert_scenic(args.checkpoint, args.config, args.out, args.labels)
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.checkpoint} -> {args.out} ({n:,} parameters, modalities {list(model.config.modalities)})")
-    source = "its dataset_configs" if dataset_configs is not None else "no dataset_configs in the config: the " \
+    source = "its dataset_configs" if from_dump else "no dataset_configs in the config: the " \
         "released AudioSet config's, sized to the model"
     print(f"data config from {source}: {data.num_frames} frames at {data.frame_rate:g}/s, {data.image_size} px, "
           f"{data.audio_seconds:g} s x {data.num_mel_bins} mel bins, {data.num_test_clips} test clips")

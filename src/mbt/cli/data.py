@@ -47,12 +47,6 @@ def _add_data_prepare(dsub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_prepare)
 
 
-def _run_data_prepare(args: argparse.Namespace) -> int:
-    from .data.shards import prepare_cli
-
-    return prepare_cli(args)
-
-
 def _add_data_probe(dsub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("probe", help="what decoding finds in video files, and one sampled clip's shapes")
     s.add_argument("videos", nargs="+", metavar="VIDEO")
