@@ -23,8 +23,8 @@ QUICK = ["--rounds", "2", "--warmup", "1", "--min-round-s", "0.02", "--matmul-si
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert main(["bench", "--size", "tiny", "--set", "mlp_dim=128", "--variants", "bottleneck", "--eval-batch", "1",
-                 "--train-batch", "2", *QUICK, "--json", str(out)]) == 0
+    assert main(["bench", "--size", "tiny", "--set", "model.mlp_dim=128", "--variants", "bottleneck",
+                 "--eval-batch", "1", "--train-batch", "2", *QUICK, "--json", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -162,9 +162,9 @@ def test_bad_options_name_the_field(capsys):
         Case(variant="middle")
     with pytest.raises(ConfigError, match="size"):
         BenchConfig(size="huge")
-    assert main(["bench", "--set", "fusion_layer=2"]) == 1
+    assert main(["bench", "--set", "model.fusion_layer=2"]) == 1
     assert "fusion variant sets these" in capsys.readouterr().err
-    assert main(["bench", "--set", "mlp_dims=2"]) == 1
+    assert main(["bench", "--set", "model.mlp_dims=2"]) == 1
     assert "mlp_dims" in capsys.readouterr().err
 
 

@@ -373,7 +373,7 @@ def test_spectrogram_stats_normalise_the_dataset(media):
 
 
 def test_cli_stats(media, capsys):
-    sets = [f"--set={k}={v}" for k, v in [("audio_seconds", 2.0), ("num_mel_bins", 32)]]
+    sets = [f"--set=data.{k}={v}" for k, v in [("audio_seconds", 2.0), ("num_mel_bins", 32)]]
     assert main(["data", "stats", "--format", "folder", str(media), *sets]) == 0
     out = capsys.readouterr().out
     lines = dict(line.split(": ") for line in out.splitlines() if not line.startswith("#"))

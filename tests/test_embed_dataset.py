@@ -185,9 +185,9 @@ def test_cli_embed_and_probe(model_dir, manifest, tmp_path, capsys, one_thread):
     assert main([*args, "--json"]) == 0  # the finished folder: nothing to do
     report = json.loads(capsys.readouterr().out)
     assert report["chunks_resumed"] == 2 and report["chunks_written"] == 0
-    assert main([*args, "--set", "num_test_clips=2"]) == 1  # another recipe: refused, not mixed in
+    assert main([*args, "--set", "data.num_test_clips=2"]) == 1  # another recipe: refused, not mixed in
     assert "other settings (data differ)" in capsys.readouterr().err
-    assert main([*args, "--set", "num_test_clips=2", "--mode", "test", "--overwrite"]) == 0
+    assert main([*args, "--set", "data.num_test_clips=2", "--mode", "test", "--overwrite"]) == 0
     assert load_embeddings(out).tensors["num_views"].tolist() == [2] * 5
     capsys.readouterr()
     assert main(["probe", str(out), str(out), "--json", "--out", str(tmp_path / "probe.safetensors")]) == 0

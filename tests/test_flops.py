@@ -67,12 +67,24 @@ def test_table_and_cli(capsys):
     assert rows["bottleneck (Lf=8)"]["gflops"] == pytest.approx(217.2, abs=0.1)
     assert main(["flops", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gflops"] == pytest.approx(217.2, abs=0.1)
-    assert main(["flops", "--set", "fusion_layer=0", "--set", "fusion=vanilla", "--json"]) == 0
+    assert main(["flops", "--set", "model.fusion_layer=0", "--set", "model.fusion=vanilla", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gflops"] == pytest.approx(478.9, abs=0.1)
     assert main(["flops", "--table"]) == 0
     assert "cross-attention (Lf=0)" in capsys.readouterr().out
-    assert main(["flops", "--set", "fusion_layer=13"]) == 1
+    assert main(["flops", "--set", "model.fusion_layer=13"]) == 1
     assert "fusion_layer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["flops"], ["bench"], ["data", "stats", "x.csv", "--format", "csv"],
+                                  ["data", "prepare", "x.csv", "--format", "csv", "--out", "o", "--mode", "val"]])
+def test_set_takes_one_syntax_everywhere(argv, capsys):
+    """--set SECTION.FIELD=VALUE in every verb: a bare field (the old syntax of these verbs)
+    or another section is an error that says what to write, before any work."""
+    section = "model" if argv[0] in ("flops", "bench") else "data"
+    assert main([*argv, "--set", "num_frames=4"]) == 1
+    assert f"write {section}.FIELD=VALUE, e.g. {section}.num_frames=4" in capsys.readouterr().err
+    assert main([*argv, "--set", "train.lr=0.1"]) == 1
+    assert f"e.g. {section}.lr=0.1" in capsys.readouterr().err
 
 
 def test_cli_takes_presets_and_model_folders(tmp_path, capsys):

@@ -209,7 +209,7 @@ def bad_folder(tmp_path) -> Path:
 
 def test_worker_error_shows_the_library_message_first(bad_folder, capsys):
     code = main(["data", "stats", "--format", "folder", str(bad_folder), "--num-workers", "1",
-                 "--set=audio_seconds=1.0", "--set=num_mel_bins=32"])
+                 "--set=data.audio_seconds=1.0", "--set=data.num_mel_bins=32"])
     assert code == 1
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("mbt data: error: ") and "bad0.mp4 (annotation " in first

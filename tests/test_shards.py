@@ -417,7 +417,8 @@ def test_bad_and_missing_videos_stop_or_are_counted(with_bad, tmp_path):
 
 def test_prepare_cli(with_bad, tmp_path, capsys):
     args = ["data", "prepare", str(with_bad), "--format", "folder", "--out", str(tmp_path / "s"), "--mode", "val",
-            "--set", "num_frames=4", "--set", "frame_rate=4.0", "--set", "min_resize=40", "--set", "audio_seconds=2.0",
+            "--set", "data.num_frames=4", "data.frame_rate=4.0", "data.min_resize=40",
+            "--set", "data.audio_seconds=2.0",
             "--shard-size", "3", "--audio-codec", "pcm16", "--no-progress"]
     assert main(args) == 1
     assert "broken.mp4" in capsys.readouterr().err

@@ -1,23 +1,22 @@
 """mbt: Multimodal Bottleneck Transformers for audio-visual classification in PyTorch."""
 
-from .inference import Predictor, embed, explain, predict
-from .models import MBT, ConfigError, MBTConfig, MBTOutput
-from .weights import from_scenic, load_pretrained, save_pretrained, to_scenic
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MBT",
-    "ConfigError",
-    "MBTConfig",
-    "MBTOutput",
-    "Predictor",
-    "__version__",
-    "embed",
-    "explain",
-    "from_scenic",
-    "load_pretrained",
-    "predict",
-    "save_pretrained",
-    "to_scenic",
-]
+_EXPORTS = {
+    "MBT": ".models",
+    "ConfigError": ".models",
+    "MBTConfig": ".models",
+    "MBTOutput": ".models",
+    "Predictor": ".inference",
+    "embed": ".inference",
+    "explain": ".inference",
+    "from_scenic": ".weights",
+    "load_pretrained": ".weights",
+    "predict": ".inference",
+    "save_pretrained": ".weights",
+    "to_scenic": ".weights",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

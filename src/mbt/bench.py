@@ -34,7 +34,6 @@ the resident-set peak, which includes what the allocator keeps.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -52,30 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .bench_cases import AMPS, MODES, SIZES, VARIANTS
 from .models.config import ConfigError, MBTConfig, fusion_variant
 from .models.flops import count_flops
 from .models.mbt import MLP, Attention
-
-SIZES: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "tiny": {
-        "hidden_size": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 256,
-        "image_size": (32, 32), "spectrogram_size": (100, 128),
-    },
-}
-"""Model sizes, as changes to the default `MBTConfig` (the paper's MBT-B: ViT-B, 8 frames
-at 224 = 1,568 rgb tokens, 8 s of audio = 400 spectrogram tokens, 527 classes, token
-head). 'tiny' keeps the layout (8 frames, 128 mel bins, 527 classes) at a toy width, for
-tests and quick checks."""
-
-VARIANTS = ("late", "bottleneck", "vanilla", "early")
-"""Fusion variants: late fusion (towers meet in the head), bottleneck fusion from layer
-8 of 12, vanilla cross-attention from layer 8, early fusion with one shared encoder."""
-
-VARIANT_FIELDS = ("fusion", "fusion_layer", "share_encoder")
-"""The `MBTConfig` fields each variant sets."""
-MODES = ("eval", "train")
-AMPS = ("off", "bf16", "fp16")
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 """Set in the environment of isolated measurement processes. By default glibc serves
@@ -696,78 +675,6 @@ def cases_from(variants: Sequence[str], modes: Sequence[str], eval_batches: Sequ
                     for ckpt in (checkpointing if mode == "train" else (False,)):
                         cases.append(Case(variant, mode, batch, amp, ckpt, compile))
     return cases
-
-
-def bench_cli(args: argparse.Namespace) -> int:
-    """`mbt bench`."""
-    from .overrides import apply_overrides
-
-    given = {a.split("=", 1)[0].strip() for a in args.set}
-    fixed = given & set(VARIANT_FIELDS)
-    if fixed:
-        raise ConfigError(f"--set {sorted(fixed)}: the fusion variant sets these; choose --variants instead")
-    # typed and validated on the size's config (fusion at layer 0 is valid at any depth)
-    changed = apply_overrides(MBTConfig(**{**SIZES[args.size], "fusion_layer": 0}), args.set)
-    overrides = {k: v for k, v in dataclasses.asdict(changed).items() if k in given}
-    bench = BenchConfig(
-        size=args.size, model_overrides=overrides, rounds=args.rounds, warmup=args.warmup,
-        min_round_s=args.min_round_s, optimizer=args.optimizer, device=args.device, threads=args.threads,
-        matmul_size=args.matmul_size, peak_tflops=args.peak_tflops, isolate=not args.no_isolate,
-        malloc_env=not args.no_malloc_env,
-    )
-    ckpt = {"off": (False,), "on": (True,), "both": (False, True)}[args.grad_checkpointing]
-    cases = cases_from(args.variants, args.modes, args.eval_batch, args.train_batch, args.amp, ckpt, args.compile)
-    say = None if args.json_only else (lambda s: print(s, file=sys.stderr, flush=True))
-    if args.interleave:
-        report: dict[str, Any] = compare_cases(cases, bench)
-        results = report["cases"]
-    else:
-        results = run_bench(cases, bench, progress=say)
-        report = {"cases": results, "size": bench.size, "env": results[0]["env"] if results else environment()}
-    report["options"] = {k: v for k, v in vars(args).items() if k != "func"}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-    if args.json_only:
-        json.dump(report, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-    elif args.markdown:
-        print(markdown_table(results))
-    else:
-        for r in results:
-            print(format_row(r) + ("" if "speed_vs_first" not in r else f"  x{r['speed_vs_first']:.3f} vs first"))
-    return 0
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    """The `mbt bench` options."""
-    p.add_argument("--size", choices=list(SIZES), default="tiny", help="model size (paper: MBT-B)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override model fields of the size (not fusion, fusion_layer, share_encoder)")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--eval-batch", nargs="+", type=int, default=[1, 4], help="eval batch sizes")
-    p.add_argument("--train-batch", nargs="+", type=int, default=[2], help="training batch sizes")
-    p.add_argument("--amp", nargs="+", choices=AMPS, default=["off"], help="precisions to measure")
-    p.add_argument("--grad-checkpointing", choices=("off", "on", "both"), default="off")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per case (medians reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--min-round-s", type=float, default=0.2, help="repeat short steps to last this long per round")
-    p.add_argument("--matmul-size", type=int, help="side of the reference matmul (default 4096 CPU, 8192 GPU)")
-    p.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s (default: GPU datasheet)")
-    p.add_argument("--interleave", action="store_true",
-                   help="run all cases in one process, interleaved, for ratios between them (no memory)")
-    p.add_argument("--no-isolate", action="store_true", help="run cases in this process (no memory figures)")
-    p.add_argument("--no-malloc-env", action="store_true",
-                   help="do not set MALLOC_MMAP/TRIM_THRESHOLD_ in the case processes (truer CPU peak memory, "
-                        "less repeatable times)")
-    p.add_argument("--markdown", action="store_true", help="print a markdown table")
-    p.add_argument("--json", help="also write the full report (every round) to this file")
-    p.add_argument("--json-only", action="store_true", help="print the full report as JSON, no progress")
 
 
 @contextlib.contextmanager

@@ -22,9 +22,9 @@ import torch
 
 from .data.annotations import Annotations, Item
 from .data.config import DataConfig, load_data_config
-from .data.dataset import PRESENCE_KEYS, AVDataset
+from .data.dataset import PRESENCE_KEYS, AVDataset, missing_note
 from .data.decode import DecodeError, media_duration
-from .models.mbt import MBT
+from .models.mbt import MBT, class_probabilities
 from .weights import load_pretrained
 
 
@@ -115,7 +115,7 @@ class Predictor:
         inputs, note = self._inputs(batch, path)
         logits = self.model(inputs).logits.float().mean(0)
         cfg = self.model.config
-        probs = class_probabilities(cfg, logits)
+        probs = class_probabilities(logits, cfg.multi_label, cfg.class_splits)
         if not cfg.class_splits or cfg.multi_label:
             order = probs.argsort(descending=True)[:topk].tolist()
             return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order],
@@ -206,7 +206,8 @@ class Predictor:
                 for (i, key, a), g in zip(maps, values, strict=True):
                     grads[i][key] = g if g is not None else torch.zeros_like(a)
         heat, source = pictures.patch_attention(self.model, out, grads)
-        probs = class_probabilities(self.model.config, out.logits[0].detach().float())
+        probs = class_probabilities(out.logits[0].detach().float(), self.model.config.multi_label,
+                                    self.model.config.class_splits)
         top = probs.argsort(descending=True)[:3].tolist()
         seconds = self.data.clip_seconds if "rgb" in inputs else self.data.audio_seconds
         title = (f"{Path(path).name}, clip {centre - seconds / 2:.2f}-{centre + seconds / 2:.2f} s: "
@@ -226,32 +227,6 @@ class Predictor:
         if note:
             (out_dir / "note.txt").write_text(note + "\n")
         return written
-
-
-_MISSING = {"rgb": "no video stream", "spectrogram": "no audio track"}
-
-
-def missing_note(modalities: Sequence[str], present: Sequence[str], path: str = "") -> str:
-    """What a prediction from `present` of the model's `modalities` left out ('' if
-    nothing); a ValueError naming the file when it has none of them."""
-    absent = [m for m in modalities if m not in present]
-    if not present:
-        raise ValueError(f"{path}: {' and '.join(_MISSING[m] for m in absent)}: nothing this model "
-                         f"({'+'.join(modalities)}) can use")
-    if not absent:
-        return ""
-    alone = {"rgb": "the video", "spectrogram": "the sound"}
-    return f"{', '.join(_MISSING[m] for m in absent)}: predicted from {' and '.join(alone[m] for m in present)} alone"
-
-
-def class_probabilities(config: Any, logits: torch.Tensor) -> torch.Tensor:
-    """Probabilities from logits [..., C]: sigmoid for multi-label models, softmax per
-    split (EPIC verbs and nouns) or over all classes otherwise."""
-    if config.multi_label:
-        return torch.sigmoid(logits)
-    if config.class_splits:
-        return torch.cat([p.softmax(-1) for p in logits.split(list(config.class_splits), dim=-1)], dim=-1)
-    return logits.softmax(-1)
 
 
 def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"

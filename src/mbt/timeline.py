@@ -281,8 +281,9 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     `window` defaults to the model's clip length, `hop` to half the window."""
     from tqdm.auto import tqdm
 
+    from .data.dataset import missing_note
     from .data.decode import probe
-    from .inference import class_probabilities, missing_note
+    from .models.mbt import class_probabilities
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -332,7 +333,7 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     if stream.damage:
         note = "; ".join(n for n in (note, f"decoded with concealed damage: {stream.damage}") if n)
     logits = total / torch.tensor([len(cs) for cs in centres], dtype=torch.float32)[:, None]
-    scores = class_probabilities(model.config, logits).numpy()
+    scores = class_probabilities(logits, model.config.multi_label, model.config.class_splits).numpy()
     ends = np.minimum(np.array(starts) + window, info.duration)
     stats = {"passes": stream.passes, "peak_frames_held": stream.picker.peak if stream.picker else 0,
              "frames_requested": len(requested)}

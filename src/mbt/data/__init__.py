@@ -1,23 +1,21 @@
 """Data: decoding video files, log-mel features, augmentation, annotation formats, datasets."""
 
-from .annotations import AnnotationError, Annotations, Item, load_annotations
-from .config import DataConfig
-from .dataset import AVDataset, ClipError
-from .loader import build_loader
-from .shards import ShardConfig, ShardDataset, ShardStream, build_stream_loader, prepare_shards
+from .._lazy import lazy_exports
 
-__all__ = [
-    "AVDataset",
-    "AnnotationError",
-    "Annotations",
-    "ClipError",
-    "DataConfig",
-    "Item",
-    "ShardConfig",
-    "ShardDataset",
-    "ShardStream",
-    "build_loader",
-    "build_stream_loader",
-    "load_annotations",
-    "prepare_shards",
-]
+_EXPORTS = {
+    "AVDataset": ".dataset",
+    "AnnotationError": ".annotations",
+    "Annotations": ".annotations",
+    "ClipError": ".dataset",
+    "DataConfig": ".config",
+    "Item": ".annotations",
+    "ShardConfig": ".shards",
+    "ShardDataset": ".shards",
+    "ShardStream": ".shards",
+    "build_loader": ".loader",
+    "build_stream_loader": ".shards",
+    "load_annotations": ".annotations",
+    "prepare_shards": ".shards",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -35,8 +35,6 @@ missing raise at construction, or with `skip_bad` are dropped and listed in `dro
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +52,24 @@ from .views import ClipInputs, Split, clip_centre, frame_times
 
 PRESENCE_KEYS = {"rgb": "has_rgb", "spectrogram": "has_audio"}
 """The item key that says whether its file has each modality."""
+MISSING_NOTE = {"rgb": "no video stream", "spectrogram": "no audio track"}
+"""How a note names a modality its file lacks."""
+
+
+def missing_note(modalities: Sequence[str], present: Sequence[str], path: str = "") -> str:
+    """What a prediction from `present` of the model's `modalities` left out ('' if
+    nothing); a ValueError naming the file when it has none of them."""
+    absent = [m for m in modalities if m not in present]
+    if not present:
+        raise ValueError(f"{path}: {' and '.join(MISSING_NOTE[m] for m in absent)}: nothing this model "
+                         f"({'+'.join(modalities)}) can use")
+    if not absent:
+        return ""
+    alone = {"rgb": "the video", "spectrogram": "the sound"}
+    used = " and ".join(alone[m] for m in present)
+    return f"{', '.join(MISSING_NOTE[m] for m in absent)}: predicted from {used} alone"
+
+
 _MAX_LISTED = 5
 
 
@@ -311,25 +327,3 @@ def spectrogram_stats(
         "items_without_audio": no_audio,
         "skipped": [list(s) for s in loader.skipped] + [list(d) for d in dataset.dropped],
     }
-
-
-def stats_cli(args: Any) -> int:
-    """`mbt data stats`: log-mel mean/std to paste into DataConfig."""
-    from ..overrides import apply_overrides
-    from .annotations import annotations_from_args
-
-    cfg = apply_overrides(DataConfig(), args.set)
-    ann = annotations_from_args(args)
-    dataset = AVDataset(ann, cfg, "val", modalities=("spectrogram",), skip_bad=args.skip_bad)
-    stats = spectrogram_stats(dataset, args.max_items, num_workers=args.num_workers)
-    if args.json:
-        json.dump(stats, sys.stdout, indent=2)
-        print()
-        return 0
-    print(f"# log-mel statistics over {stats['items']} clips ({stats['values']} values); "
-          f"{stats['items_without_audio']} without audio left out, {len(stats['skipped'])} skipped")
-    for path, reason in stats["skipped"][:_MAX_LISTED]:
-        print(f"#   skipped {path}: {reason}")
-    print(f"spec_mean: {stats['spec_mean']:.4f}")
-    print(f"spec_std: {stats['spec_std']:.4f}")
-    return 0

@@ -1,26 +1,18 @@
 """The network: `MBTConfig` and `MBT`."""
 
-from .config import (
-    FUSION_VARIANTS,
-    MODALITIES,
-    VIT_SIZES,
-    ConfigError,
-    LayerKind,
-    MBTConfig,
-    fusion_variant,
-    sampled_frame_indices,
-)
-from .mbt import MBT, MBTOutput
+from .._lazy import lazy_exports
 
-__all__ = [
-    "FUSION_VARIANTS",
-    "MBT",
-    "MODALITIES",
-    "VIT_SIZES",
-    "ConfigError",
-    "LayerKind",
-    "MBTConfig",
-    "MBTOutput",
-    "fusion_variant",
-    "sampled_frame_indices",
-]
+_EXPORTS = {
+    "FUSION_VARIANTS": ".config",
+    "MBT": ".mbt",
+    "MODALITIES": ".config",
+    "VIT_SIZES": ".config",
+    "ConfigError": ".config",
+    "LayerKind": ".config",
+    "MBTConfig": ".config",
+    "MBTOutput": ".mbt",
+    "fusion_variant": ".config",
+    "sampled_frame_indices": ".config",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

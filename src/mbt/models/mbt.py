@@ -11,7 +11,7 @@ per-example stochastic depth without rescaling, one head shared by the modalitie
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -483,7 +483,9 @@ class MBT(nn.Module):
     def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> MBT:
         """Load a model written by `save_pretrained` (bit-exact), from a folder or from the Hub
         as `hf-hub:org/name[@revision]`."""
-        return load_model(cls, directory, map_location=map_location)
+        from .hub import resolve_model_dir
+
+        return load_model(cls, resolve_model_dir(directory), map_location=map_location)
 
 
 def inflate_patch_kernel(kernel_2d: Tensor, frames: int, method: str) -> Tensor:
@@ -512,3 +514,13 @@ def _expected_shape(cfg: MBTConfig, modality: str) -> str:
         return f"[B, {cfg.num_frames}, 3, {h}, {w}]"
     t, f = cfg.spectrogram_size
     return f"[B, {t}, {f}] or [B, C, {t}, {f}]"
+
+
+def class_probabilities(logits: Tensor, multi_label: bool, class_splits: Sequence[int] | None = None) -> Tensor:
+    """Probabilities from logits [..., C]: sigmoid for multi-label models, softmax per split
+    (EPIC's nouns and verbs) or over all classes otherwise."""
+    if multi_label:
+        return torch.sigmoid(logits)
+    if class_splits:
+        return torch.cat([p.softmax(-1) for p in logits.split(list(class_splits), dim=-1)], dim=-1)
+    return logits.softmax(-1)

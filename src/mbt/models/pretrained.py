@@ -22,7 +22,6 @@ from torch import nn
 
 from ..io import atomic_write
 from .config import MBTConfig
-from .hub import resolve_model_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -75,7 +74,6 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 def load_model(model_class: type[M], directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> M:
     """The model saved in `directory` (built as `model_class(config)`), weights
     bit-identical to those saved."""
-    directory = resolve_model_dir(directory)
     config = read_config(directory)
     model = model_class(MBTConfig.from_dict(config["model"]))
     weights = os.path.join(os.fspath(directory), WEIGHTS_NAME)

@@ -6,38 +6,33 @@ schedule, metrics, a resumable DDP training loop and multi-clip evaluation.
     results = train(cfg, "runs/as-mini")
 """
 
-from .config import DatasetConfig, ExperimentConfig, TrainConfig
-from .evaluate import EvalResult, evaluate, write_predictions
-from .loop import NonFiniteLossError, train
-from .losses import mbt_loss, mixup, sigmoid_cross_entropy, smooth_labels, softmax_cross_entropy
-from .metrics import average_precision, classification_metrics, d_prime, roc_auc, topk_accuracy
-from .optim import Schedule, build_optimizer, learning_rate
-from .presets import PRESETS, preset
-from .synthetic import SyntheticAVDataset
+from .._lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "DatasetConfig",
-    "EvalResult",
-    "ExperimentConfig",
-    "NonFiniteLossError",
-    "Schedule",
-    "SyntheticAVDataset",
-    "TrainConfig",
-    "average_precision",
-    "build_optimizer",
-    "classification_metrics",
-    "d_prime",
-    "evaluate",
-    "learning_rate",
-    "mbt_loss",
-    "mixup",
-    "preset",
-    "roc_auc",
-    "sigmoid_cross_entropy",
-    "smooth_labels",
-    "softmax_cross_entropy",
-    "topk_accuracy",
-    "train",
-    "write_predictions",
-]
+_EXPORTS = {
+    "DatasetConfig": ".config",
+    "EvalResult": ".evaluate",
+    "ExperimentConfig": ".config",
+    "NonFiniteLossError": ".loop",
+    "PRESETS": ".presets",
+    "Schedule": ".optim",
+    "SyntheticAVDataset": ".synthetic",
+    "TrainConfig": ".config",
+    "average_precision": ".metrics",
+    "build_optimizer": ".optim",
+    "classification_metrics": ".metrics",
+    "d_prime": ".metrics",
+    "evaluate": ".evaluate",
+    "learning_rate": ".optim",
+    "mbt_loss": ".losses",
+    "mixup": ".losses",
+    "preset": ".presets",
+    "roc_auc": ".metrics",
+    "sigmoid_cross_entropy": ".losses",
+    "smooth_labels": ".losses",
+    "softmax_cross_entropy": ".losses",
+    "topk_accuracy": ".metrics",
+    "train": ".loop",
+    "write_predictions": ".evaluate",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

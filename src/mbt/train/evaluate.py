@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import PRESENCE_KEYS
 from ..data.loader import build_loader
+from ..models.mbt import class_probabilities
 from .distributed import Dist, all_gather_objects
 from .metrics import classification_metrics
 
@@ -143,18 +144,6 @@ def forward_present(model: nn.Module, batch: dict[str, Any], modalities: Sequenc
     return logits
 
 
-def scores(logits: np.ndarray, multi_label: bool, class_splits: Sequence[int] | None = None) -> np.ndarray:
-    """Probabilities: sigmoid for multi-label, softmax per head otherwise."""
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    parts = np.split(logits, np.cumsum(class_splits)[:-1], axis=1) if class_splits else [logits]
-    out = []
-    for p in parts:
-        e = np.exp(p - p.max(1, keepdims=True))
-        out.append(e / e.sum(1, keepdims=True))
-    return np.concatenate(out, axis=1)
-
-
 def write_predictions(
     result: EvalResult,
     folder: str | Path,
@@ -170,7 +159,7 @@ def write_predictions(
     `folder`; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    probs = scores(result.logits, multi_label, class_splits)
+    probs = class_probabilities(torch.from_numpy(result.logits), multi_label, class_splits).numpy()
     bounds = np.cumsum([0, *class_splits]) if class_splits else np.array([0, len(class_names)])
     heads = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(bounds) - 1)]
     jsonl = folder / "predictions.jsonl"

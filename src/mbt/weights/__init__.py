@@ -1,10 +1,21 @@
 """Weights: official Scenic checkpoints, ImageNet ViT initialisation, mbt's own format."""
 
-from ..models.mbt import MBT
-from ..models.pretrained import save_pretrained
-from .scenic import from_scenic, to_scenic
+from __future__ import annotations
 
-load_pretrained = MBT.from_pretrained
-"""The model saved in a `save_pretrained` folder (bit-exact)."""
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["from_scenic", "load_pretrained", "save_pretrained", "to_scenic"]
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ..models.mbt import MBT
+
+_EXPORTS = {"from_scenic": ".scenic", "save_pretrained": "..models.pretrained", "to_scenic": ".scenic"}
+__all__ = sorted([*_EXPORTS, "load_pretrained"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def load_pretrained(directory: str, map_location: Any = "cpu") -> MBT:
+    """The model saved in a `save_pretrained` folder (bit-exact): `MBT.from_pretrained`."""
+    from ..models.mbt import MBT
+
+    return MBT.from_pretrained(directory, map_location=map_location)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -20,6 +20,9 @@ import torch
 
 from ..models.config import ConfigError, MBTConfig
 from ..models.mbt import MBT
+
+if TYPE_CHECKING:
+    from ..data.config import DataConfig
 
 # Scenic config.model keys that carry no architecture (outputs are on request in mbt).
 _IGNORED_KEYS = {"return_prelogits", "return_preclassifier", "dtype", "model_dtype_str", "attention_config"}
@@ -569,33 +572,27 @@ def data_config_from_scenic(cfg: MBTConfig, dataset_configs: Mapping[str, Any] |
     )
 
 
-def convert_scenic_cli(args: Any) -> int:
-    """`mbt convert scenic CHECKPOINT --config CONFIG --out DIR`."""
+def convert_scenic(
+    checkpoint: str, config: str, out: str, labels: str | None = None
+) -> tuple[MBT, DataConfig, bool]:
+    """A Scenic checkpoint and its config dump (JSON/YAML: the `model` and `dataset_configs`
+    sections, or just the model fields) -> a `save_pretrained` folder `out`. Returns the model,
+    the data config saved with it, and whether that came from the dump's dataset_configs
+    (otherwise the released AudioSet config's, sized to the model)."""
     import yaml
 
     from ..data.annotations import read_class_list
     from ..models.pretrained import save_pretrained
 
-    with open(args.config) as f:
+    with open(config) as f:
         text = f.read()
-    config = json.loads(text) if args.config.endswith(".json") else yaml.safe_load(text)
-    if not isinstance(config, Mapping):
-        raise ScenicFormatError(f"{args.config}: expected a mapping (a Scenic config or its 'model' fields)")
-    model_config, dataset_configs = split_scenic_config(config)
-    overrides: dict[str, Any] = {}
-    if args.labels:
-        names = read_class_list(args.labels)
-        overrides["label_names"] = tuple(names)
+    loaded = json.loads(text) if config.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(loaded, Mapping):
+        raise ScenicFormatError(f"{config}: expected a mapping (a Scenic config or its 'model' fields)")
+    model_config, dataset_configs = split_scenic_config(loaded)
+    overrides = {"label_names": tuple(read_class_list(labels))} if labels else {}
     shapes = scenic_input_shapes(model_config, dataset_configs) if dataset_configs is not None else None
-    model = from_scenic(args.checkpoint, model_config, input_shapes=shapes, **overrides)
+    model = from_scenic(checkpoint, model_config, input_shapes=shapes, **overrides)
     data = data_config_from_scenic(model.config, dataset_configs)
-    save_pretrained(model, args.out, data_config=data, extra={"frontend": FRONTEND_NOTE})
-    n = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.checkpoint} -> {args.out} ({n:,} parameters, modalities {list(model.config.modalities)})")
-    source = "its dataset_configs" if dataset_configs is not None else "no dataset_configs in the config: the " \
-        "released AudioSet config's, sized to the model"
-    print(f"data config from {source}: {data.num_frames} frames at {data.frame_rate:g}/s, {data.image_size} px, "
-          f"{data.audio_seconds:g} s x {data.num_mel_bins} mel bins, {data.num_test_clips} test clips")
-    if "spectrogram" in model.config.modalities:
-        print(f"note: the audio front end is only partly known; {FRONTEND_NOTE['consequence']}")
-    return 0
+    save_pretrained(model, out, data_config=data, extra={"frontend": FRONTEND_NOTE})
+    return model, data, dataset_configs is not None

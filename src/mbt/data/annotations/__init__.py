@@ -37,8 +37,6 @@ refuses to start unless asked to skip them.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,7 +75,6 @@ __all__ = [
     "MediaLocator",
     "PathLike",
     "Problem",
-    "annotations_from_args",
     "find_duplicates",
     "load_annotations",
     "modality_subset_targets",
@@ -93,7 +90,6 @@ __all__ = [
     "parse_vggsound",
     "parse_vggsounder",
     "read_class_list",
-    "summary_cli",
 ]
 
 FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "vggsounder", "epic100", "kinetics",
@@ -207,57 +203,3 @@ def load_annotations(
         raise AnnotationError(f"format {format!r} does not take {unused}")
     first = files if format == "audioset" else files[0]
     return _checked(parser(first, **kwargs), duplicates)
-
-
-# ---------------------------------------------------------------------- CLI
-def annotations_from_args(args: Any) -> Annotations:
-    """`load_annotations` from the dataset arguments of `mbt data summary|stats` (and `mbt train`)."""
-    return load_annotations(
-        args.format,
-        args.annotations,
-        classes=args.classes,
-        verb_classes=args.verb_classes,
-        noun_classes=args.noun_classes,
-        root=args.root,
-        path_pattern=args.path_pattern,
-        ext=args.ext,
-        split=args.split,
-        trimmed=False if args.untrimmed else None,
-        skip_bad=args.skip_bad,
-        duplicates=args.duplicates,
-    )
-
-
-def summary_cli(args: Any) -> int:
-    """`mbt data summary`: what the parser made of the annotations."""
-    ann = annotations_from_args(args)
-    info = ann.summary(first=args.first)
-    if args.json:
-        json.dump(info, sys.stdout, indent=2)
-        print()
-        return 0
-    splits = ", ".join(f"{n} {c}" for n, c in info["class_splits"].items())
-    print(f"format: {info['format']}  ({', '.join(info['sources'])})")
-    print(f"classes: {info['num_classes']}" + (f" = {splits}" if splits else "")
-          + (" (multi-label)" if info["multi_label"] else ""))
-    print(f"items: {info['num_items']}  ({info['num_multi_label_items']} with several labels)")
-    if info["files_checked"]:
-        print(f"missing files: {info['num_missing_files']} of {info['num_items']}")
-        for line in info["missing_first"]:
-            print(f"  {line}")
-    else:
-        print("missing files: not checked (no --root)")
-    for note in info["notes"]:
-        print(f"note: {note}")
-    print(f"bad rows skipped: {info['num_problems']}")
-    for line in info["problems_first"]:
-        print(f"  {line}")
-    if info["num_duplicates"]:
-        print(f"duplicated clips ({args.duplicates}): {info['num_duplicates']}")
-        for line in info["duplicates_first"]:
-            print(f"  {line}")
-    print("first items:")
-    for it in info["first_items"]:
-        span = "" if it["start"] is None else f" [{it['start']:g}-{it['end']:g} s]"
-        print(f"  {it['video_id']}{span} {it['path']}: {'; '.join(it['labels'])}")
-    return 0

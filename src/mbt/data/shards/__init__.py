@@ -76,7 +76,7 @@ from .dataset import ShardDataset
 from .format import RECIPE_FIELDS, ShardConfig, ShardError
 from .io import ShardSet, load_shard_annotations, open_shards
 from .stream import ShardStream, StreamLoader, build_stream_loader
-from .writer import prepare_cli, prepare_shards
+from .writer import prepare_shards
 
 __all__ = [
     "RECIPE_FIELDS",
@@ -89,6 +89,5 @@ __all__ = [
     "build_stream_loader",
     "load_shard_annotations",
     "open_shards",
-    "prepare_cli",
     "prepare_shards",
 ]

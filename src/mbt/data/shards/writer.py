@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -364,49 +363,3 @@ def prepare_shards(
     }
     atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
     return report
-
-
-def prepare_cli(args: Any) -> int:
-    """`mbt data prepare`: annotations + videos -> shard folder; prints the report."""
-    from ...overrides import apply_overrides
-    from ..annotations import annotations_from_args
-
-    cfg = apply_overrides(DataConfig(), args.set)
-    shard_cfg = ShardConfig(mode=args.mode, modalities=tuple(args.modalities.split(",")),
-                            shard_size=args.shard_size, frame_oversample=args.frame_oversample,
-                            jpeg_quality=args.jpeg_quality, audio_codec=args.audio_codec, seed=args.seed)
-    ann = annotations_from_args(args)
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="shards", unit="shard", dynamic_ncols=True, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
-        report = prepare_shards(ann, cfg, args.out, shard_cfg, workers=args.workers, skip_bad=args.skip_bad,
-                                overwrite=args.overwrite, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-        return 0
-    mib = report["bytes"] / 2**20
-    print(f"{report['out']}: {report['written']} of {report['items']} items in {report['shards']} shards "
-          f"({mib:.1f} MiB, {mib / max(report['written'], 1):.2f} MiB/item), mode {report['mode']}, "
-          f"{report['seconds']:.1f} s ({report['written'] / max(report['seconds'], 1e-9):.1f} items/s)")
-    if report["shards_kept_from_interrupted_run"]:
-        print(f"resumed: {report['shards_kept_from_interrupted_run']} shards kept from the interrupted run")
-    print(f"left out: {report['left_out']} ({report['missing_files']} missing files, {report['unreadable']} "
-          f"unreadable; all listed in report.json); without audio: {report['without_audio']}; "
-          f"annotation rows skipped: {report['annotation_rows_skipped']}")
-    for line in report["first_left_out"]:
-        print(f"  {line}")
-    return 0

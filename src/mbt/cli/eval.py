@@ -1,4 +1,4 @@
-"""`mbt train` and `mbt eval`: argument handling around `train()` and `evaluate()`."""
+"""`mbt eval`: argument handling around `mbt.train.evaluate()`."""
 
 from __future__ import annotations
 
@@ -8,70 +8,47 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..models.config import ConfigError
-from .config import DatasetConfig, ExperimentConfig, TrainConfig
-from .presets import PRESETS, preset
+from ._options import add_set_option
 
 
-def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
-    if args.resume:
-        if args.preset or args.config:
-            raise ConfigError("--resume takes the config saved in the run folder; drop --preset/--config")
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: not a run folder (no config.yaml)")
-        cfg = ExperimentConfig.load(saved)
-    else:
-        cfg = preset(args.preset) if args.preset else ExperimentConfig()
-        if args.config:
-            cfg = ExperimentConfig.load(args.config, cfg)
-    return cfg.override(args.set) if args.set else cfg
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a run or a saved model: metrics JSON and per-video predictions",
+        description="Multi-clip evaluation (logits averaged per video, over all processes under torchrun). "
+                    "Writes metrics.json, predictions.jsonl and predictions.npz.",
+    )
+    p.add_argument("target", help="a run folder (config.yaml) or a model folder (config.json)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test: num_test_clips x num_test_crops views per video; val: one middle clip")
+    p.add_argument("--data", nargs="+", metavar="FILE", help="annotation file(s) (default: the run's)")
+    p.add_argument("--format", help="annotation format (folder, csv, jsonl, audioset, vggsound, vggsounder, epic100, "
+                                    "kinetics, kinetics-sounds)")
+    p.add_argument("--root", help="folder holding the media files")
+    p.add_argument("--classes", help="class list file")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or missing media (reported)")
+    p.add_argument("--weights", choices=("best", "final", "latest"),
+                   help="run folders: which model (default best, else final)")
+    add_set_option(p, "override data.*, dataset.* or train.* (device, amp, num_workers) fields")
+    p.add_argument("--batch-size", type=int, help="views per batch per process (default 8)")
+    p.add_argument("--num-workers", type=int, help="loader worker processes")
+    p.add_argument("--out", help="output folder (default: <run>/eval/<split>-<weights> or <model>/eval-<split>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the whole report, not only the metrics")
+    p.set_defaults(func=run)
 
 
-def train_cli(args: argparse.Namespace) -> int:
-    if args.list_presets:
-        import inspect
-        import textwrap
-
-        for name, fn in PRESETS.items():
-            text = " ".join(inspect.getdoc(fn).split()) if fn.__doc__ else ""
-            print(textwrap.fill(text, 100, initial_indent=f"{name:20s} ", subsequent_indent=" " * 21,
-                                break_on_hyphens=False, break_long_words=False))
-        return 0
-    cfg = resolve_config(args)
-    if args.print_config:
-        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
-        return 0
-    from .loop import train
-
-    run_dir = args.resume or args.run_dir
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    if args.json:
-        json.dump(results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    return 0
-
-
-def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]:
+def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """(config, model, default output folder) for a run folder or a saved model folder."""
     from ..data.config import load_data_config
-    from ..models.mbt import MBT
+    from ..models.config import ConfigError
+    from ..train.config import DatasetConfig, ExperimentConfig, TrainConfig
+    from ..train.run_dir import load_run_weights
     from ..weights import load_pretrained
 
     target = Path(args.target)
     if (target / "config.yaml").is_file():  # a run folder
         cfg = ExperimentConfig.load(target / "config.yaml")
-        choice = args.weights or ("best" if (target / "best" / "config.json").is_file() else "final")
-        if choice == "latest":
-            from .checkpoint import load_resume_checkpoint
-
-            model = MBT(cfg.model)
-            model.load_state_dict(load_resume_checkpoint(target / "checkpoints")[0]["model"])
-        else:
-            model = load_pretrained(target / choice)
+        choice, model = load_run_weights(target, args.weights, cfg.model)
         out = target / "eval" / f"{args.split}-{choice}"
     elif (target / "config.json").is_file():  # a save_pretrained folder
         if args.weights:
@@ -109,24 +86,13 @@ def _eval_config(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, Path]
     return cfg, model, Path(args.out) if args.out else out
 
 
-def _weights_chosen_on(args: argparse.Namespace) -> str:
-    """What chose the evaluated weights, as recorded with them (`best` models of a run)."""
-    from ..models.pretrained import read_config
-
-    target = Path(args.target)
-    if (target / "config.yaml").is_file():
-        choice = args.weights or ("best" if (target / "best" / "config.json").is_file() else "final")
-        if choice != "best":
-            return f"nothing: the {choice} weights of the run"
-        target = target / "best"
-    return read_config(target).get("weights_chosen_on") or "not recorded with these weights"
-
-
-def eval_cli(args: argparse.Namespace) -> int:
-    from .data import load_split_annotations
-    from .distributed import barrier, init_distributed, shutdown
-    from .evaluate import evaluate, json_safe, modality_subset_metrics, write_eval_tables, write_predictions
-    from .precision import resolve_amp
+def run(args: argparse.Namespace) -> int:
+    from ..models.config import ConfigError
+    from ..train.data import build_dataset, load_split_annotations
+    from ..train.distributed import barrier, init_distributed, shutdown
+    from ..train.evaluate import evaluate, json_safe, modality_subset_metrics, write_eval_tables, write_predictions
+    from ..train.precision import resolve_amp
+    from ..train.run_dir import weights_chosen_on
 
     cfg, model, out = _eval_config(args)
     m = cfg.model
@@ -139,8 +105,6 @@ def eval_cli(args: argparse.Namespace) -> int:
             f"(first {annotations.class_names[:3]}) but the model was trained on {m.num_classes} "
             f"(first {list(m.label_names or [])[:3]}); give the model's class list with --classes"
         )
-    from .data import build_dataset
-
     dataset = build_dataset(cfg, args.split, annotations)
     d = init_distributed(cfg.train.device)
     try:
@@ -162,7 +126,7 @@ def eval_cli(args: argparse.Namespace) -> int:
             report = {
                 "target": str(args.target),
                 "split": args.split,
-                "weights_chosen_on": _weights_chosen_on(args),
+                "weights_chosen_on": weights_chosen_on(args.target, args.weights),
                 "annotations": list(annotations.sources),
                 "annotation_notes": list(annotations.notes),
                 "metrics": json_safe(result.metrics),

@@ -1,0 +1,20 @@
+"""`mbt export`: a saved model as ONNX or a torch.export program."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a saved model as ONNX or a torch.export program (.pt2), dynamic batch")
+    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export_pretrained
+
+    print(export_pretrained(args.model, args.out, args.format))
+    return 0

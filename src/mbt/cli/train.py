@@ -1,0 +1,77 @@
+"""`mbt train`: argument handling around `mbt.train.train()`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._options import add_set_option
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train MBT (a paper preset or a config file, KEY=VALUE overrides); torchrun for DDP",
+        description="Train MBT. Config = preset (or defaults) <- --config file <- --set overrides; the "
+                    "resolved config is saved in the run folder. Under torchrun every process runs this.",
+    )
+    p.add_argument("--preset", help="a paper experiment (see --list-presets), e.g. audioset-mini")
+    p.add_argument("--config", help="YAML/JSON file with model/data/dataset/train sections")
+    add_set_option(p)
+    p.add_argument("--run-dir", help="run folder (default runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
+    from ..models.config import ConfigError
+    from ..train.config import ExperimentConfig
+    from ..train.presets import preset
+
+    if args.resume:
+        if args.preset or args.config:
+            raise ConfigError("--resume takes the config saved in the run folder; drop --preset/--config")
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{args.resume}: not a run folder (no config.yaml)")
+        cfg = ExperimentConfig.load(saved)
+    else:
+        cfg = preset(args.preset) if args.preset else ExperimentConfig()
+        if args.config:
+            cfg = ExperimentConfig.load(args.config, cfg)
+    return cfg.override(args.set) if args.set else cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        import inspect
+        import textwrap
+
+        from ..train.presets import PRESETS
+
+        for name, fn in PRESETS.items():
+            text = " ".join(inspect.getdoc(fn).split()) if fn.__doc__ else ""
+            print(textwrap.fill(text, 100, initial_indent=f"{name:20s} ", subsequent_indent=" " * 21,
+                                break_on_hyphens=False, break_long_words=False))
+        return 0
+    cfg = resolve_config(args)
+    if args.print_config:
+        import yaml
+
+        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
+        return 0
+    from ..train.loop import train
+
+    run_dir = args.resume or args.run_dir
+    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
