@@ -38,7 +38,7 @@ def test_paper_size_shapes_and_range():
     rgb = np.random.default_rng(0).integers(0, 256, (8, 240, 320, 3), dtype=np.uint8)
     train = VideoTransform(cfg, train=True)(rgb, gen(0))
     val = VideoTransform(cfg, train=False)(rgb)
-    views = augment.test_crops(rgb, cfg, num_crops=3)
+    views = augment.spatial_crops(rgb, cfg, num_crops=3)
     assert train.shape == val.shape == (8, 3, 224, 224) and views.shape == (3, 8, 3, 224, 224)
     for x in (train, val, views):
         assert x.dtype == torch.float32 and x.min() >= -1.0 and x.max() <= 1.0
@@ -154,7 +154,7 @@ def test_one_pixel_video_gives_a_valid_crop():
     for out in (VideoTransform(cfg, train=False)(clip.rgb),
                 VideoTransform(dataclasses.replace(cfg, color_jitter_prob=0.0, color_drop_prob=0.0),
                                train=True)(clip.rgb, gen(0)),
-                augment.test_crops(clip.rgb, cfg, 3)[2]):
+                augment.spatial_crops(clip.rgb, cfg, 3)[2]):
         assert out.shape == (2, 3, 224, 224)
         torch.testing.assert_close(out, value[:, :, None, None].expand_as(out), atol=2e-6, rtol=0)
     assert VideoTransform(cfg, train=True)(clip.rgb, gen(1)).shape == (2, 3, 224, 224)
@@ -163,17 +163,17 @@ def test_one_pixel_video_gives_a_valid_crop():
 def test_three_crops_cover_the_long_side():
     for height, width in ((40, 64), (64, 40)):
         rgb = coordinate_video(height, width)
-        views = augment.test_crops(rgb, SMALL, num_crops=3)
+        views = augment.spatial_crops(rgb, SMALL, num_crops=3)
         assert views.shape == (3, 2, 3, 32, 32)
         channel, axis = (0, -1) if width > height else (1, -2)  # red = column, green = row
         starts = [float(v[0, channel].select(axis, 0).mean()) for v in views]
         ends = [float(v[0, channel].select(axis, -1).mean()) for v in views]
         assert starts[0] == pytest.approx(-1.0, abs=1e-6) and ends[2] == pytest.approx(1.0, abs=1e-6)
         assert starts[0] < starts[1] < starts[2]
-        torch.testing.assert_close(augment.test_crops(rgb, SMALL, 1)[0], VideoTransform(SMALL, False)(rgb))
+        torch.testing.assert_close(augment.spatial_crops(rgb, SMALL, 1)[0], VideoTransform(SMALL, False)(rgb))
         torch.testing.assert_close(views[1], VideoTransform(SMALL, False)(rgb))
     with pytest.raises(ValueError, match="num_test_crops"):
-        augment.test_crops(coordinate_video(), SMALL, 2)
+        augment.spatial_crops(coordinate_video(), SMALL, 2)
 
 
 def test_bad_inputs_are_rejected():

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .data import views
-from .data.augment import test_crops
+from .data.augment import spatial_crops
 from .data.config import DataConfig
 from .data.decode import (
     Damage,
@@ -345,7 +345,7 @@ def _clip_inputs(stream: MediaStream, present: tuple[str, ...], data: DataConfig
     """One clip's model inputs, as `AVDataset` makes them for a test view (centre crop)."""
     out = {}
     if "rgb" in present:
-        out["rgb"] = test_crops(stream.frames(times), data, num_crops=1)[0]
+        out["rgb"] = spatial_crops(stream.frames(times), data, num_crops=1)[0]
     if "spectrogram" in present:
         audio = stream.audio(max(centre - data.audio_seconds / 2, 0.0), data.audio_seconds)
         out["spectrogram"] = log_mel(torch.from_numpy(audio), data)

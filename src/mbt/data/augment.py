@@ -15,7 +15,7 @@ jitter and crop are done as one `resized_crop` of the source region that the cro
 resizing whole frames first. Values are clipped to [0, 1] before the hue shift as well
 as after it (TF clips only after it; the HSV hue of out-of-range values is ill-defined).
 
-RGB (eval/test): short side to ``min_resize`` and a centre crop, or `test_crops` for 3
+RGB (eval/test): short side to ``min_resize`` and a centre crop, or `spatial_crops` for 3
 crops along the long side. Output: float32 ``[T, 3, image_size, image_size]`` in [-1, 1].
 
 Spectrogram (train): `spec_augment`, frequency and time masks set to 0 on the normalised
@@ -32,7 +32,7 @@ import torchvision.transforms.v2.functional as F
 
 from .config import DataConfig
 
-__all__ = ["VideoTransform", "spec_augment", "test_crops", "to_video_tensor"]
+__all__ = ["VideoTransform", "spatial_crops", "spec_augment", "to_video_tensor"]
 
 BRIGHTNESS_MAX_DELTA = 32.0 / 255.0
 SATURATION_RANGE = (0.6, 1.4)
@@ -182,7 +182,7 @@ def _adjust_hue_(x: torch.Tensor, delta: float, scratch: torch.Tensor) -> torch.
     return x
 
 
-def test_crops(rgb: np.ndarray | torch.Tensor, cfg: DataConfig, num_crops: int | None = None) -> torch.Tensor:
+def spatial_crops(rgb: np.ndarray | torch.Tensor, cfg: DataConfig, num_crops: int | None = None) -> torch.Tensor:
     """Evaluation views of one clip: float32 ``[num_crops, T, 3, S, S]`` in [-1, 1]. The
     short side is resized to ``min_resize``; 1 crop is the centre, 3 crops are the start,
     centre and end of the long side (left/centre/right or top/centre/bottom)."""
@@ -225,4 +225,3 @@ def spec_augment(spec: torch.Tensor, cfg: DataConfig, generator: torch.Generator
     return out
 
 
-test_crops.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test

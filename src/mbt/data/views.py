@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .augment import VideoTransform, spec_augment, test_crops
+from .augment import VideoTransform, spatial_crops, spec_augment
 from .config import DataConfig
 from .features import log_mel
 
@@ -58,7 +58,7 @@ class ClipInputs:
     def __init__(self, cfg: DataConfig, split: Split, rgb: bool = True) -> None:
         self.cfg, self.split = cfg, split
         self.video_transform = VideoTransform(cfg, train=split == "train") if rgb else None
-        """Train augmentation or eval centre crop; test views use `augment.test_crops`."""
+        """Train augmentation or eval centre crop; test views use `augment.spatial_crops`."""
 
     def __call__(self, rgb: np.ndarray | torch.Tensor | None, audio: np.ndarray | torch.Tensor | None, view: int,
                  generator: torch.Generator) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class ClipInputs:
         cfg, out = self.cfg, {}
         if rgb is not None:
             if self.split == "test":
-                out["rgb"] = test_crops(rgb, cfg)[view % cfg.num_test_crops]
+                out["rgb"] = spatial_crops(rgb, cfg)[view % cfg.num_test_crops]
             else:
                 assert self.video_transform is not None
                 out["rgb"] = self.video_transform(rgb, generator)
