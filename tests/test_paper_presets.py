@@ -2,6 +2,7 @@
 use (validation held out of the training files, AudioSet-500K), and the Moments in Time format."""
 
 import csv
+import gzip
 import json
 import os
 import random
@@ -71,6 +72,65 @@ def test_kinetics_sounds_preset_names_a_real_class_list():
     test = load_split_annotations(cfg, "test")
     assert len(test.items) == 2597 and test.class_names == names
     assert test.label_names(test.items[0])[0] in names
+
+
+# Kinetics-Sounds as defined where the name comes from (Arandjelovic & Zisserman, "Look, Listen
+# and Learn", arXiv 1705.08168, App. A1), on the pre-release Kinetics: 34 classes.
+L3_KINETICS_SOUNDS = (
+    "blowing nose", "bowling", "chopping wood", "ripping paper", "shuffling cards", "singing",
+    "tapping pen", "typing", "blowing out", "dribbling ball", "laughing",
+    "mowing the lawn by pushing lawnmower", "shoveling snow", "stomping", "tap dancing",
+    "tapping guitar", "tickling", "fingerpicking", "patting", "playing accordion",
+    "playing bagpipes", "playing bass guitar", "playing clarinet", "playing drums", "playing guitar",
+    "playing harmonica", "playing keyboard", "playing organ", "playing piano", "playing saxophone",
+    "playing trombone", "playing trumpet", "playing violin", "playing xylophone",
+)
+
+
+def test_kinetics_sounds_classes_are_the_published_definition_in_kinetics_400():
+    """The shipped list is L3's definition resolved in the released Kinetics-400 (4 renamed
+    classes, 3 that K400 does not have), and it is the class list behind the split files the
+    field uses: every OGM-GE test id, joined with the real K400 test CSV, has the label of its
+    index in the shipped list."""
+    kinetics = os.path.join(ASSETS, "annotations", "kinetics")
+    def rows(name):
+        with gzip.open(os.path.join(kinetics, name), "rt", newline="") as f:
+            return list(csv.DictReader(f))
+
+    k400 = {r["label"] for r in rows("k400_validate.csv.gz")}
+    assert len(k400) == 400
+    with open(preset("kinetics-sounds").dataset.classes, newline="") as f:
+        shipped = list(csv.DictReader(f))
+    def in_k400(l3_name):
+        """The K400 label an L3 name became: itself, else the one label starting with it, else
+        the one label sharing its first word; None if K400 has none."""
+        for match in (lambda lbl: lbl == l3_name, lambda lbl: lbl.startswith(l3_name),
+                      lambda lbl: lbl.split()[0] == l3_name.split()[0]):
+            found = [lbl for lbl in k400 if match(lbl)]
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    resolved = {name: in_k400(name) for name in L3_KINETICS_SOUNDS}
+    assert [name for name, label in resolved.items() if label is None] == ["typing", "fingerpicking", "patting"]
+    derived = sorted((label, name) for name, label in resolved.items() if label)
+    assert [(int(r["index"]), r["k400_label"], r["l3_name"]) for r in shipped] == [
+        (i, label, name) for i, (label, name) in enumerate(derived)]
+    assert {name: label for name, label in resolved.items() if label and label != name} == {
+        "blowing out": "blowing out candles", "dribbling ball": "dribbling basketball",
+        "mowing the lawn by pushing lawnmower": "mowing lawn", "stomping": "stomping grapes"}
+
+    label_of = {r["youtube_id"]: r["label"] for r in rows("k400_test_kinetics_sounds_rows.csv.gz")}
+    with open(os.path.join(kinetics, "kinetics_sounds_ogmge_my_test.txt")) as f:
+        split = [line.strip().split(",") for line in f]
+    assert len(split) == 2597
+    seen: dict[int, set[str]] = {}
+    for clip, _, index in split:
+        youtube_id = clip.rsplit("_", 1)[0]
+        if youtube_id in label_of:
+            seen.setdefault(int(index), set()).add(label_of[youtube_id])
+    assert len(label_of) == 2565
+    assert seen == {int(r["index"]): {r["k400_label"]} for r in shipped}
 
 
 def test_val_fraction_holds_out_a_stable_seeded_split():

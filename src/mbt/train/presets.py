@@ -37,7 +37,8 @@ Audioset 500K balanced split from arXiv 2107.00135")."""
 
 
 def kinetics_sounds_classes() -> str:
-    """Path of the shipped Kinetics-Sounds class list (31 classes, `index,k400_label`)."""
+    """Path of the shipped Kinetics-Sounds class list: L3's definition in Kinetics-400, 31
+    classes (`index,k400_label,l3_name`)."""
     return str(resources.files("mbt.data") / "lists" / "kinetics_sounds_31.csv")
 
 
@@ -195,13 +196,20 @@ def kinetics_sounds() -> ExperimentConfig:
     """Kinetics-Sounds: the audio-visual subset of Kinetics, softmax, top-1/top-5 on the test
     list (paper: 85.0 / 96.8 audio-visual).
 
-    Class list: the 31 classes of the public split lists (OGM-GE's `my_train.txt` /
-    `my_test.txt`), named by joining their ids with the Kinetics-400 CSVs (every index maps
-    to one K400 label), shipped as `mbt/data/lists/kinetics_sounds_31.csv`. The paper's own
-    list could not be retrieved: the original definition (Arandjelovic & Zisserman, L3,
-    arXiv 1705.08168) has 34 classes, and later papers use 31-36; results on another list
-    are not comparable to the paper's. No MBT config was released: the optimisation is
-    AudioSet-mini's; the best weights are chosen on 5% of the training list held out.
+    Classes: the published definition of Kinetics-Sounds (Arandjelovic & Zisserman, "Look,
+    Listen and Learn", arXiv 1705.08168, App. A1: 34 classes of the pre-release Kinetics),
+    resolved in the released Kinetics-400: four were renamed there (blowing out -> blowing
+    out candles, dribbling ball -> dribbling basketball, mowing the lawn by pushing
+    lawnmower -> mowing lawn, stomping -> stomping grapes) and three are not K400 classes
+    (typing, fingerpicking, patting), which leaves 31. These are exactly the classes of the
+    split lists the field uses (OGM-GE's `my_train.txt` / `my_test.txt`, `ytid_N,10,index`):
+    their ids joined with the K400 CSVs give one K400 label per index, the same list in the
+    same (alphabetical) order. Shipped as `mbt/data/lists/kinetics_sounds_31.csv`
+    (`index,k400_label,l3_name`). MBT's class list could not be checked against its text
+    here; papers that report 32-36 classes counted differently or used other Kinetics
+    releases. No MBT config was
+    released: the optimisation is AudioSet-mini's; the best weights are chosen on 5% of the
+    training list held out.
     """
     return _experiment(
         name="kinetics-sounds",
@@ -243,7 +251,8 @@ def kinetics_400() -> ExperimentConfig:
 
 def moments_in_time() -> ExperimentConfig:
     """Moments in Time: 339 classes, softmax, top-1/top-5 on the validation set (the
-    labelled split papers report; paper: 37.3 / 61.2 audio-visual).
+    labelled split papers report; paper: 37.3 / 61.2 audio-visual, as listed for the paper
+    on Papers with Code).
 
     Official files: `trainingSet.csv`, `validationSet.csv` (`path,label,agreement,
     disagreement`, no header) and `moments_categories.txt` (`name,index`). The videos are
