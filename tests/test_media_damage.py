@@ -214,3 +214,44 @@ def test_worker_error_shows_the_library_message_first(bad_folder, capsys):
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("mbt data: error: ") and "bad0.mp4 (annotation " in first
     assert "cannot read the clip: DecodeError" in first and "Traceback" not in first
+
+
+def test_eval_lists_the_damaged_files_it_scored(tmp_path, capsys):
+    """`mbt eval` scores clips that decode with concealed damage (as training uses them) but
+    never silently: metrics.json counts and names them, damaged.csv lists them, stderr warns."""
+    import csv
+    import json
+
+    import mbt
+    from mbt.demo.run import _demo_data, _demo_model
+
+    from .conftest import randomize
+
+    cfg = _demo_model().replace(num_classes=2, label_names=("broken", "clean"))
+    randomize(mbt.MBT(cfg), seed=0).save_pretrained(tmp_path / "m", data_config=_demo_data())
+    damaged = _damaged_copy(tmp_path)
+    (tmp_path / "clean.mp4").write_bytes(H264.read_bytes())
+    (tmp_path / "test.csv").write_text("path,label\nclean.mp4,clean\ndamaged.mp4,broken\n")
+    out = tmp_path / "out"
+    assert main(["eval", str(tmp_path / "m"), "--data", str(tmp_path / "test.csv"), "--format", "csv",
+                 "--out", str(out), "--no-progress", "--num-workers", "0"]) == 0
+    err = capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_videos"] == 2 and report["metrics"]["num_damaged_files"] == 1
+    assert len(report["damaged_files"]) == 1 and report["damaged_files"][0].startswith(f"{damaged}: ")
+    assert "decode error" in report["damaged_files"][0]
+    with open(out / "damaged.csv", newline="") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [str(damaged)]
+    assert "warning: 1 file(s) decoded with concealed damage were evaluated" in err and "damaged.csv" in err
+    # a clean evaluation writes no list and says nothing
+    (tmp_path / "test.csv").write_text("path,label\nclean.mp4,clean\n")
+    assert main(["eval", str(tmp_path / "m"), "--data", str(tmp_path / "test.csv"), "--format", "csv",
+                 "--out", str(tmp_path / "clean"), "--no-progress", "--num-workers", "0"]) == 0
+    assert "concealed damage" not in capsys.readouterr().err and not (tmp_path / "clean" / "damaged.csv").exists()
+    assert json.loads((tmp_path / "clean" / "metrics.json").read_text())["damaged_files"] == []
+    # the labels map to the model's own classes: a label it does not know is named, not renumbered
+    (tmp_path / "test.csv").write_text("path,label\nclean.mp4,clean\nclean.mp4,rooster\n")
+    assert main(["eval", str(tmp_path / "m"), "--data", str(tmp_path / "test.csv"), "--format", "csv",
+                 "--out", str(tmp_path / "unknown"), "--no-progress", "--num-workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "test.csv:3" in err and "rooster" in err

@@ -98,13 +98,22 @@ def test_skipped_clips_are_counted_and_empty_batches_survive(tmp_path):
             damage = "2 decode error(s), 1 corrupt frame(s)" if index in damaged else ""
             return {**super().__getitem__(key), "path": f"video{index}.mp4", "damage": damage}
 
+    class DamagedTest(type(trainer.eval_sets["test"])):
+        def __getitem__(self, key):
+            index = key[1]
+            damage = "1 decode error(s)" if index in (0, 2) else ""
+            return {**super().__getitem__(key), "path": f"test{index}.mp4", "damage": damage}
+
     data.__class__ = Broken
+    trainer.eval_sets["test"].__class__ = DamagedTest
     results = trainer.run()
     assert results["skipped"]["train_clips_unreadable"] == len(bad)  # once per file, not per epoch
     assert results["skipped"]["train_clips_damaged"] == len(damaged)
+    assert results["skipped"]["test_files_damaged"] == 2 and results["test"]["num_damaged_files"] == 2
     log_text = (tmp_path / "some/log.txt").read_text()
     assert f"skipped {len(bad)} unreadable training clips" in log_text
     assert "used 2 training clips decoded with concealed damage; first: video" in log_text
+    assert "evaluated 2 test files decoded with concealed damage; first: test0.mp4: 1 decode error(s)" in log_text
 
     bad = set(range(32))  # every micro-batch empty: zero-weight steps, nothing learnt, nothing crashes
     trainer = _trainer(tiny_config("train.batch_size=4", "train.epochs=1"), tmp_path / "all")

@@ -88,15 +88,24 @@ def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..models.config import ConfigError
-    from ..train.data import build_dataset, load_split_annotations
+    from ..train.data import NAMED_CLASS_FORMATS, build_dataset, load_split_annotations
     from ..train.distributed import barrier, init_distributed, shutdown
-    from ..train.evaluate import evaluate, json_safe, modality_subset_metrics, write_eval_tables, write_predictions
+    from ..train.evaluate import (
+        evaluate,
+        json_safe,
+        modality_subset_metrics,
+        write_damaged,
+        write_eval_tables,
+        write_predictions,
+    )
     from ..train.precision import resolve_amp
     from ..train.run_dir import weights_chosen_on
 
     cfg, model, out = _eval_config(args)
     m = cfg.model
-    annotations = load_split_annotations(cfg, args.split)
+    # the labels map to the model's own classes when it names them and no class list is given
+    by_model = bool(m.label_names) and cfg.dataset.classes is None and cfg.dataset.format in NAMED_CLASS_FORMATS
+    annotations = load_split_annotations(cfg, args.split, m.label_names if by_model else None)
     if annotations is None:
         raise ConfigError(f"no annotation file for the {args.split} split: give --data FILE (and --format)")
     if annotations.num_classes != m.num_classes or (m.label_names and list(m.label_names) != annotations.class_names):
@@ -139,8 +148,13 @@ def run(args: argparse.Namespace) -> int:
                     "missing_files_left_out": [p for p, _ in getattr(dataset, "dropped", [])],
                     "annotation_rows_skipped": [str(p) for p in annotations.problems],
                 },
+                "damaged_files": [f"{p}: {r}" for p, r in result.damaged],
                 "predictions": paths,
             }
+            if result.damaged:
+                paths["damaged"] = str(write_damaged(result, out))
+                print(f"warning: {len(result.damaged)} file(s) decoded with concealed damage were evaluated "
+                      f"(listed in {paths['damaged']}); first: {report['damaged_files'][0]}", file=sys.stderr)
             with open(out / "metrics.json", "w") as f:
                 json.dump(report, f, indent=2)
             json.dump(report["metrics"] if not args.json else report, sys.stdout, indent=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -27,20 +28,31 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     return os.path.join(ds.annotations_dir, path)
 
 
-def load_split_annotations(cfg: ExperimentConfig, split: str) -> Annotations | None:
+NAMED_CLASS_FORMATS = ("csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
+"""Formats whose class list can be given as names (e.g. a trained model's `label_names`)."""
+
+
+def load_split_annotations(cfg: ExperimentConfig, split: str,
+                           class_names: Sequence[str] | None = None) -> Annotations | None:
     """The annotations of `split` ('train', 'val' or 'test'), or None when the config names
     no file for it. With `dataset.val_fraction`, 'val' is the part held out of the training
-    files and 'train' the rest; with `dataset.balanced_subset`, both come from that subset."""
+    files and 'train' the rest; with `dataset.balanced_subset`, both come from that subset.
+    `class_names` (formats in `NAMED_CLASS_FORMATS`, instead of `dataset.classes`) fixes the
+    classes the labels of a file map to, such as those of the model being evaluated (a split
+    held out of the training files keeps the classes of those files)."""
     ds = cfg.dataset
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if class_names is not None and (ds.format not in NAMED_CLASS_FORMATS or ds.classes is not None):
+        raise ConfigError(f"class names can be given for formats {list(NAMED_CLASS_FORMATS)} without "
+                          "dataset.classes")
     if ds.format == SYNTHETIC:
         return synthetic_annotations(cfg.model, split, ds.synthetic_items, cfg.train.seed)
     if split == "val" and ds.val_fraction > 0:
         return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[1]
     if split == "train" and (ds.val_fraction > 0 or ds.balanced_subset is not None):
         return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[0]
-    return _read_split(cfg, split)
+    return _read_split(cfg, split, None if class_names is None else list(class_names))
 
 
 _LAST_TRAINING: dict[str, Annotations] = {}
@@ -83,7 +95,7 @@ def weights_chosen_on(cfg: ExperimentConfig) -> str:
     )
 
 
-def _read_split(cfg: ExperimentConfig, split: str) -> Annotations | None:
+def _read_split(cfg: ExperimentConfig, split: str, class_names: list[str] | None = None) -> Annotations | None:
     ds = cfg.dataset
     files = getattr(ds, split)
     if not files:
@@ -91,7 +103,7 @@ def _read_split(cfg: ExperimentConfig, split: str) -> Annotations | None:
     if ds.format == SHARDS:
         return load_shard_annotations(_shard_folder(ds, split))
     options: dict[str, Any] = {
-        "classes": _path(ds, ds.classes),
+        "classes": class_names if class_names is not None else _path(ds, ds.classes),
         "verb_classes": _path(ds, ds.verb_classes),
         "noun_classes": _path(ds, ds.noun_classes),
         "root": ds.root,

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.dataset import PRESENCE_KEYS
-from ..data.loader import build_loader
+from ..data.loader import build_loader, once_per_file
 from ..models.mbt import class_probabilities
 from .distributed import Dist, all_gather_objects
 from .metrics import classification_metrics
@@ -43,6 +43,9 @@ class EvalResult:
     """[V] views averaged per video (fewer than configured where views were skipped)."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of unreadable views left out (skip_bad)."""
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    """(path, damage) of the files whose clips decoded with concealed damage (FFmpeg errors,
+    corrupt or missing frames): evaluated, but listed so a score is never silently built on them."""
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -99,8 +102,10 @@ def evaluate(
             row += 1
     merged: dict[int, list[Any]] = {}
     skipped: list[tuple[str, str]] = []
-    for local, local_skipped in all_gather_objects((sums, loader.skipped), dist):
+    damaged: list[tuple[str, str]] = []
+    for local, local_skipped, local_damaged in all_gather_objects((sums, loader.skipped, loader.damaged), dist):
         skipped.extend(local_skipped)
+        damaged.extend(local_damaged)
         for key, (total, count, video_id, label) in local.items():
             if key in merged:  # the views of one video were sharded over several processes
                 merged[key][0] = merged[key][0] + total
@@ -117,7 +122,9 @@ def evaluate(
     counts = np.array([merged[k][1] for k in keys], dtype=np.int64)
     metrics["num_views"] = float(counts.sum())
     metrics["num_skipped"] = float(len(skipped))
-    return EvalResult(metrics, [merged[k][2] for k in keys], logits_v, labels_v, counts, skipped)
+    damaged = once_per_file(damaged)
+    metrics["num_damaged_files"] = float(len(damaged))
+    return EvalResult(metrics, [merged[k][2] for k in keys], logits_v, labels_v, counts, skipped, damaged)
 
 
 def forward_present(model: nn.Module, batch: dict[str, Any], modalities: Sequence[str],
@@ -180,6 +187,12 @@ def write_predictions(
     np.savez_compressed(npz, video_ids=np.array(result.video_ids), logits=result.logits.astype(np.float32),
                         labels=result.labels.astype(np.float32), num_views=result.num_views)
     return {"jsonl": str(jsonl), "npz": str(npz)}
+
+
+def write_damaged(result: EvalResult, folder: str | Path) -> Path:
+    """Write `damaged.csv` (path, damage): the evaluated files that decoded with concealed damage."""
+    return _write_csv(Path(folder) / "damaged.csv", [{"path": p, "damage": r} for p, r in result.damaged],
+                      ("path", "damage"))
 
 
 def json_safe(metrics: dict[str, float]) -> dict[str, float | str | None]:

@@ -558,14 +558,17 @@ class Trainer:
         if self.best is not None:
             results["best_model"] = str(folder.best)
             results["weights_chosen_on"] = weights_chosen_on(self.cfg)
+        eval_damaged: dict[str, list[tuple[str, str]]] = {}
         if self.last_val is not None:
             results["val"] = json_safe(self.last_val.metrics)
+            eval_damaged["val"] = self.last_val.damaged
         if "test" in self.eval_sets:  # the final model, as the official code reports
             result = self._evaluate("test", final)
             self.metrics_log.write("test", self.step, result.metrics)
             log.info("test (%d videos): %s", len(result.video_ids), _format(result.metrics))
             results["test"] = json_safe(result.metrics)
             self._write_predictions("test", result)
+            eval_damaged["test"] = result.damaged
         skipped = once_per_file(s for part in all_gather_objects(self.skipped, d) for s in part)
         damaged = once_per_file(s for part in all_gather_objects(self.damaged, d) for s in part)
         dropped = {s: len(getattr(ds, "dropped", [])) for s, ds in {"train": self.train_set, **self.eval_sets}.items()}
@@ -574,6 +577,7 @@ class Trainer:
             "train_clips_damaged": len(damaged),
             "missing_files_left_out": dropped,
             "annotation_rows_skipped_train": self.annotation_problems,
+            **{f"{split}_files_damaged": len(files) for split, files in eval_damaged.items()},
         }
         if skipped:
             log.warning("skipped %d unreadable training clips (skip_bad); first: %s", len(skipped),
@@ -581,6 +585,10 @@ class Trainer:
         if damaged:
             log.warning("used %d training clips decoded with concealed damage; first: %s", len(damaged),
                         "; ".join(f"{p}: {r}" for p, r in damaged[:3]))
+        for split, files in eval_damaged.items():
+            if files:
+                log.warning("evaluated %d %s files decoded with concealed damage; first: %s", len(files), split,
+                            "; ".join(f"{p}: {r}" for p, r in files[:3]))
         if any(dropped.values()):
             log.warning("left out items whose media file is missing: %s", dropped)
         if d.is_main:
