@@ -17,7 +17,7 @@ from mbt.cli import main
 from mbt.data.annotations import AnnotationError, Annotations, Item, parse_folder
 from mbt.data.config import DataConfig
 from mbt.data.dataset import AVDataset, ClipError, SkippedItem, spectrogram_stats
-from mbt.data.loader import BalancedSampler, ShardSampler, build_loader, class_balanced_weights, collate
+from mbt.data.loader import ShardSampler, build_loader, class_balanced_weights, collate
 from mbt.data.sampling import StepBatchSampler
 
 FPS = 25
@@ -305,9 +305,11 @@ def test_distributed_sampling(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         train = build_loader(_Numbers(), 4, train=True, distributed=True, seed=1)
-        assert isinstance(train.loader.sampler.sampler, torch.utils.data.DistributedSampler)
         orders = [[i for b in _batches(train, e) for i in b["index"].tolist()] for e in (0, 1, 0)]
         assert sorted(orders[0]) == list(range(8)) and orders[0] != orders[1] and orders[0] == orders[2]
+        # the order is the trainer's: the same global batches whatever the number of processes
+        single = build_loader(_Numbers(), 4, train=True, seed=1)
+        assert [i for b in _batches(single, 1) for i in b["index"].tolist()] == orders[1]
         val = build_loader(_Numbers(), 3, train=False, distributed=True)
         assert [i for b in val for i in b["index"].tolist()] == list(range(8))  # no padding, no drop
     finally:
@@ -322,30 +324,47 @@ def test_class_balanced_sampling():
     )
     w = class_balanced_weights(ann)
     assert w.tolist() == pytest.approx([1 / 4, 1 / 4, 1 / 4, 1 / 4 + 1])
-    sampler = BalancedSampler(w, 4000, seed=0)
-    counts = np.bincount(list(sampler), minlength=4) / 4000
+    sampler = StepBatchSampler(4, 100, 40, seed=0, weights=w)  # 4000 draws
+    counts = np.bincount([i for batch in sampler for _, i in batch], minlength=4) / 4000
     assert counts == pytest.approx((w / w.sum()).numpy(), abs=0.03)
     assert list(sampler) == list(sampler)  # same epoch, same draws
     sampler.set_epoch(1)
-    assert list(sampler) != list(BalancedSampler(w, 4000, seed=0))
-    # distributed: the ranks split one sequence of draws
-    ranks = [list(BalancedSampler(w, 10, seed=0, rank=r, world=2)) for r in range(2)]
-    full = list(BalancedSampler(w, 10, seed=0))
-    assert ranks[0] == full[0::2] and ranks[1] == full[1::2]
+    assert list(sampler) != list(StepBatchSampler(4, 100, 40, seed=0, weights=w))
+    # distributed: the ranks split each step's draws
+    ranks = [[i for batch in StepBatchSampler(4, 10, 1, rank=r, world_size=2, seed=0, weights=w) for _, i in batch]
+             for r in range(2)]
+    full = [i for batch in StepBatchSampler(4, 10, 1, seed=0, weights=w) for _, i in batch]
+    assert ranks[0] == full[:5] and ranks[1] == full[5:]
     # evaluation shards cover every index once, without padding
     shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
     assert sorted(i for shard in shards for i in shard) == list(range(7))
 
 
-def test_one_class_balanced_draw_for_loader_and_trainer():
-    """`build_loader(balanced=True)` and the trainer's sampler draw the same items for a (seed, epoch)."""
+def test_one_sampler_for_loader_and_trainer():
+    """`build_loader(balanced=True)` draws what the trainer's sampler draws for a (seed, epoch),
+    and a loader that keeps the last partial step covers every item once per epoch."""
     ann = Annotations([Item(str(k), (0,) if k < 5 else (1,)) for k in range(6)], ["common", "rare"])
+
+    class Keys(torch.utils.data.Dataset):
+        annotations = ann
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, key):
+            return {"index": key[1], "epoch": key[0]}
+
     w = class_balanced_weights(ann)
-    trainer = StepBatchSampler(6, batch_size=4, steps_per_epoch=3, seed=7, weights=w)
+    trainer = StepBatchSampler(6, batch_size=6, steps_per_epoch=1, seed=7, weights=w)
     trainer.epoch = 2
-    loader = BalancedSampler(w, 12, seed=7)
+    loader = build_loader(Keys(), 2, train=True, seed=7, balanced=True)
     loader.set_epoch(2)
-    assert list(loader) == [i for batch in trainer for _, i in batch]
+    batches = list(loader)
+    assert [i for b in batches for i in b["index"].tolist()] == [i for batch in trainer for _, i in batch]
+    assert all(b["epoch"].tolist() == [2, 2] for b in batches)
+    full = build_loader(Keys(), 4, train=True, seed=7, drop_last=False)
+    assert len(full) == 2 and sorted(i for b in full for i in b["index"].tolist()) == list(range(6))
+    assert [len(b["index"]) for b in full] == [4, 2]
 
 
 def test_balanced_loader_oversamples_the_rare_class(media):

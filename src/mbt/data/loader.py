@@ -2,15 +2,14 @@
 
 - Each index travels with the epoch (`(epoch, index)`), so augmentation does not depend on the
   number of workers, and persistent workers (which keep their own copy of the dataset) see the epoch.
-- Shuffling is seeded by `(seed, epoch)`; `AVLoader.set_epoch` sets it (and the DistributedSampler's).
+- Training order: the trainer's `StepBatchSampler`, seeded by `(seed, epoch)` (`AVLoader.set_epoch`
+  sets the epoch), the same for any number of processes, class-balanced with `balanced=True`.
 - `collate` stacks tensors, keeps strings as lists, and removes `SkippedItem`s: every batch has a
   `skipped` list of (path, reason), and `AVLoader.skipped` accumulates them for the end-of-run report
   (per item: evaluation counts the views it lost); `AVLoader.damaged` lists the files whose clips
   decoded with concealed damage (the items' `damage`), once per file.
-- Distributed: training uses `DistributedSampler`; evaluation shards indices `rank::world` without
-  the padding DistributedSampler adds, so no example is counted twice (shards may differ by one).
-- `balanced=True`: class-balanced sampling with replacement for long-tailed multi-label sets
-  (AudioSet), item weight = sum over its labels of 1 / (items with that label), as AST and CAV-MAE.
+- Distributed evaluation shards indices `rank::world` without padding, so no example is counted
+  twice (shards may differ by one).
 - A worker whose item cannot be read re-raises its `ClipError` in the main process with the
   library's one-line message (file, annotation line, cause) alone, the worker's traceback chained
   after it; a worker that dies raises RuntimeError in the main process rather than hanging.
@@ -25,15 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .batch import ClipError, collate, damaged_in, once_per_file, worker_message
-from .sampling import BalancedSampler, ShardSampler, ShuffleSampler, class_balanced_weights
+from .sampling import ShardSampler, StepBatchSampler, class_balanced_weights
 
 __all__ = [
     "AVLoader",
-    "BalancedSampler",
     "ShardSampler",
+    "StepBatchSampler",
     "build_loader",
     "class_balanced_weights",
     "collate",
@@ -72,8 +71,8 @@ class _WithEpoch(Sampler[tuple[int, int]]):
 class AVLoader:
     """Iterates batches of a DataLoader, counting skipped items and dropping batches left empty."""
 
-    def __init__(self, loader: DataLoader, sampler: _WithEpoch | None) -> None:
-        self.loader, self._sampler = loader, sampler
+    def __init__(self, loader: DataLoader, sampler: _WithEpoch | StepBatchSampler) -> None:
+        self.loader, self.sampler = loader, sampler
         self.skipped: list[tuple[str, str]] = []
         """(path, reason) of every item skipped so far (unreadable, with skip_bad)."""
         self.damaged: list[tuple[str, str]] = []
@@ -85,10 +84,7 @@ class AVLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle (seed, epoch) and draw the augmentation of this epoch; call before iterating."""
-        self._sampler.epoch = epoch
-        inner = self._sampler.sampler
-        if hasattr(inner, "set_epoch"):
-            inner.set_epoch(epoch)
+        self.sampler.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -118,12 +114,17 @@ def build_loader(
     drop_last: bool | None = None,
     balanced: bool = False,
     prefetch_factor: int | None = None,
+    grad_accum_steps: int = 1,
+    pin_memory: bool | None = None,
 ) -> AVLoader:
-    """A loader over `dataset`, an `AVDataset` (or any dataset taking `(epoch, index)` keys).
+    """A loader over `dataset`, an `AVDataset` (or any dataset taking `(epoch, index)` keys), of
+    `batch_size` items per batch and process.
 
-    `train`: shuffle (seeded by seed and epoch), drop the last partial batch unless `drop_last=False`.
-    `distributed`: shard over `torch.distributed` ranks (must be initialised). `balanced`: class-balanced
-    sampling with replacement (train only; the dataset must be an AVDataset with one view per item).
+    `train`: the training order (`StepBatchSampler`: seeded by seed and epoch, steps of
+    `batch_size x processes x grad_accum_steps` items); the last partial step is dropped unless
+    `drop_last=False`. `distributed`: shard over `torch.distributed` ranks (must be initialised).
+    `balanced`: class-balanced sampling with replacement (train only; the dataset must be an
+    AVDataset with one view per item). `pin_memory`: default, when CUDA is available.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if distributed:
@@ -132,32 +133,26 @@ def build_loader(
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = 0, 1
-    drop_last = train if drop_last is None else drop_last
-    sampler: Sampler[int]
+    workers = num_workers > 0
+    common: dict[str, Any] = {
+        "num_workers": num_workers, "collate_fn": collate,
+        "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
+        "worker_init_fn": worker_init if workers else None, "generator": torch.Generator().manual_seed(seed),
+        "persistent_workers": workers, "prefetch_factor": (prefetch_factor or 2) if workers else None,
+    }
+    if not train:
+        if balanced:
+            raise ValueError("balanced sampling is for training on an AVDataset (one view per item)")
+        tagged = _WithEpoch(ShardSampler(n, rank, world))
+        return AVLoader(DataLoader(dataset, batch_size=batch_size, sampler=tagged, **common), tagged)
+    weights = None
     if balanced:
         annotations = getattr(dataset, "annotations", None)
-        if not train or annotations is None or len(annotations.items) != n:
+        if annotations is None or len(annotations.items) != n:
             raise ValueError("balanced sampling is for training on an AVDataset (one view per item)")
-        sampler = BalancedSampler(class_balanced_weights(annotations), n, seed, rank, world)
-    elif train and distributed:
-        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=drop_last)
-    elif train:
-        sampler = ShuffleSampler(n, seed)
-    else:
-        sampler = ShardSampler(n, rank, world)
-    tagged = _WithEpoch(sampler)
-    workers = num_workers > 0
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=tagged,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
-        worker_init_fn=worker_init if workers else None,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers,
-        prefetch_factor=(prefetch_factor or 2) if workers else None,
-    )
-    return AVLoader(loader, tagged)
+        weights = class_balanced_weights(annotations)
+    step = batch_size * world * grad_accum_steps
+    drop_last = True if drop_last is None else drop_last
+    sampler = StepBatchSampler(n, step, n // step if drop_last else -(-n // step), rank=rank, world_size=world,
+                               grad_accum_steps=grad_accum_steps, seed=seed, weights=weights, drop_last=drop_last)
+    return AVLoader(DataLoader(dataset, batch_sampler=sampler, **common), sampler)

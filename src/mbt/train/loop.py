@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.dataset import ClipError
-from ..data.loader import class_balanced_weights, collate, damaged_in, once_per_file, worker_init, worker_message
+from ..data.loader import build_loader, damaged_in, once_per_file, worker_message
 from ..data.sampling import StepBatchSampler
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
@@ -291,18 +291,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _loader(self) -> tuple[DataLoader, StepBatchSampler]:
+        """The loader of training micro-batches and its sampler (set `epoch` and `start_step`).
+        The raw DataLoader is iterated: a micro-batch left empty by skipped clips still takes
+        its place in the step, so every process runs the same steps."""
         tc, d = self.cfg.train, self.dist
-        weights = class_balanced_weights(self.train_set.annotations) if tc.balanced_sampling else None
-        sampler = StepBatchSampler(
-            len(self.train_set), tc.batch_size, self.schedule.steps_per_epoch, rank=d.rank,
-            world_size=d.world_size, grad_accum_steps=tc.grad_accum_steps, seed=tc.seed, weights=weights,
-        )
-        loader = DataLoader(
-            self.train_set, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
-            pin_memory=d.device.type == "cuda", worker_init_fn=worker_init if tc.num_workers else None,
-            generator=torch.Generator().manual_seed(tc.seed), persistent_workers=tc.num_workers > 0,
-        )
-        return loader, sampler
+        loader = build_loader(self.train_set, self.micro_batch, train=True, num_workers=tc.num_workers,
+                              distributed=d.enabled, seed=tc.seed, balanced=tc.balanced_sampling,
+                              grad_accum_steps=tc.grad_accum_steps, pin_memory=d.device.type == "cuda")
+        assert loader.sampler.steps_per_epoch == self.schedule.steps_per_epoch
+        return loader.loader, loader.sampler
 
     def _stream_batches(self, consumed: int) -> Iterator[dict[str, Any]]:
         """Micro-batches of the shard stream from this process's `consumed`-th on: passes over
