@@ -3,17 +3,19 @@ at two batch sizes, with both modalities and with one."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 import mbt
 from mbt.cli import main
-from mbt.export import export_model
+from mbt.export import ONNX_OPSET, export_model
 
 from .conftest import randomize, tiny_config, tiny_inputs
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def _reference(model: mbt.MBT, inputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -27,9 +29,13 @@ def test_onnx_matches_pytorch(tmp_path, modalities):
     folder = tmp_path / "model"
     model.save_pretrained(str(folder))
     out = tmp_path / "mbt.onnx"
-    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(out)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # torch's default exporter, not a deprecated one
+        assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(out)]) == 0
+    assert onnx.load(str(out)).opset_import[0].version == ONNX_OPSET
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(modalities)
+    assert [i.shape[0] for i in session.get_inputs()] == ["batch"] * len(modalities)
     assert [o.name for o in session.get_outputs()] == ["logits"]
     for batch in (1, 3):
         inputs = tiny_inputs(model.config, batch=batch, seed=batch)

@@ -5,14 +5,14 @@ batch size is dynamic.
 
 The model's CPU inference kernels (oneDNN calls, chunked bf16 attention, mbt.models.mbt) are
 switched off while exporting (`torch.backends.mkldnn.flags(enabled=False)`), so the graph holds
-the plain ops every runtime knows. ONNX goes through the TorchScript exporter (`dynamo=False`):
-it is in every torch >= 2.4 and needs no extra package, where the dynamo exporter needs
-`onnxscript` and changed between releases.
+the plain ops every runtime knows. ONNX goes through the exporter torch itself defaults to:
+from torch 2.9 the `torch.export`-based one (it needs `onnxscript`: `pip install 'mbt[onnx]'`;
+the TorchScript exporter is deprecated there, to be removed), before that the TorchScript one.
+Both write the same graph inputs, output and dynamic batch, at opset 18.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .models.mbt import MBT
 
 FORMATS = ("onnx", "pt2")
-ONNX_OPSET = 17
+ONNX_OPSET = 18
 
 
 class LogitsModule(nn.Module):
@@ -49,30 +49,42 @@ def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> st
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {list(FORMATS)}")
     out = os.fspath(out)
-    module = LogitsModule(model.cpu().float().eval())
+    module = LogitsModule(model.cpu().float()).eval()
     inputs = example_inputs(model)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input shape checks, constant here
         warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")  # said by mkldnn.flags
+        warnings.filterwarnings("ignore", "# The axis name: batch will not be used")  # one Dim for all inputs
         _export(module, inputs, out, format)
     return out
 
 
 def _export(module: LogitsModule, inputs: tuple[Tensor, ...], out: str, format: str) -> None:
     names = list(module.modalities)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    dynamic_shapes = {"inputs": tuple({0: batch} for _ in names)}
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-        if format == "onnx":
-            # torch >= 2.9 defaults to the dynamo exporter; older releases take no `dynamo` argument
-            legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-            torch.onnx.export(
-                module, inputs, out, input_names=names, output_names=["logits"],
-                dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]}, opset_version=ONNX_OPSET, **legacy,
-            )
+        if format == "pt2":
+            torch.export.save(torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes), out)
+        elif torch_default_onnx_exporter() == "dynamo":
+            try:
+                import onnxscript  # noqa: F401
+            except ImportError:
+                raise RuntimeError(f"ONNX export with torch {torch.__version__} needs onnxscript: "
+                                   "pip install 'mbt[onnx]'") from None
+            program = torch.onnx.export(module, inputs, input_names=names, output_names=["logits"], dynamo=True,
+                                        dynamic_shapes=dynamic_shapes, opset_version=ONNX_OPSET, verbose=False)
+            program.save(out)
         else:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            program = torch.export.export(module, inputs, dynamic_shapes={"inputs": tuple({0: batch} for _ in names)})
-            torch.export.save(program, out)
+            torch.onnx.export(module, inputs, out, input_names=names, output_names=["logits"],
+                              dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]}, opset_version=ONNX_OPSET)
+
+
+def torch_default_onnx_exporter() -> str:
+    """'dynamo' from torch 2.9 (its default, and the TorchScript exporter deprecated), else 'torchscript'."""
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return "dynamo" if (major, minor) >= (2, 9) else "torchscript"
 
 
 def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx") -> str:
