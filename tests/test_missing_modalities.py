@@ -167,3 +167,34 @@ def test_timeline_of_an_audio_only_file(model_dir, tmp_path):
     mbt.MBT(cfg).save_pretrained(tmp_path / "video_only", data_config=_demo_data())
     with pytest.raises(ValueError, match=r"a\.m4a: no video stream: nothing this model"):
         mbt.Predictor(tmp_path / "video_only").timeline(path)
+
+
+def test_eval_modalities_runs_only_the_chosen_towers(tmp_path, capsys):
+    """`mbt eval RUN --modalities spectrogram`: an audio-only evaluation of an audio-visual
+    model; the logits per video are the model's on the spectrograms alone, averaged over views."""
+    import json
+
+    from mbt.train.loop import train
+    from mbt.train.synthetic import SyntheticAVDataset
+
+    from .tiny_experiment import tiny_config as experiment
+
+    cfg = experiment("train.epochs=2", "train.warmup_epochs=0", "dataset.synthetic_items=8")
+    train(cfg, tmp_path / "run", progress=False)
+    assert main(["eval", str(tmp_path / "run"), "--weights", "final", "--modalities", "spectrogram",
+                 "--no-progress"]) == 0
+    out = tmp_path / "run" / "eval" / "test-final-spectrogram"
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["modalities"] == ["spectrogram"]
+    got = np.load(out / "predictions.npz")["logits"]
+    model = mbt.MBT.from_pretrained(tmp_path / "run" / "final").eval()
+    ds = SyntheticAVDataset(cfg.model, cfg.data, "test", 8, seed=cfg.train.seed)
+    with torch.no_grad():
+        sound = torch.stack([model({"spectrogram": ds[i]["spectrogram"][None]}).logits[0] for i in range(len(ds))])
+        both = model({m: torch.stack([ds[i][m] for i in range(ds.views)]) for m in cfg.model.modalities}).logits
+    expected = sound.double().reshape(8, ds.views, -1).mean(1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got[0], both.double().mean(0).numpy(), atol=1e-4)  # not the audio-visual logits
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--weights", "final", "--modalities", "audio", "--no-progress"]) == 1
+    assert "modalities ['audio']: choose among the model's" in capsys.readouterr().err

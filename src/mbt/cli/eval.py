@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder holding the media files")
     p.add_argument("--classes", help="class list file")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or missing media (reported)")
+    p.add_argument("--modalities", metavar="M[,M]",
+                   help="evaluate with only these of the model's towers (e.g. spectrogram: audio only); "
+                        "the others are neither decoded nor run")
     p.add_argument("--weights", choices=("best", "final", "latest"),
                    help="run folders: which model (default best, else final)")
     add_set_option(p, "override data.*, dataset.* or train.* (device, amp, num_workers) fields")
@@ -83,6 +86,8 @@ def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
         if "model" in sections:
             raise ConfigError("--set model.*: the model is fixed by the weights being evaluated")
         cfg = cfg.override(args.set)
+    if args.modalities:
+        out = out.with_name(f"{out.name}-{args.modalities.replace(',', '+')}")
     return cfg, model, Path(args.out) if args.out else out
 
 
@@ -114,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             f"(first {annotations.class_names[:3]}) but the model was trained on {m.num_classes} "
             f"(first {list(m.label_names or [])[:3]}); give the model's class list with --classes"
         )
-    dataset = build_dataset(cfg, args.split, annotations)
+    modalities = tuple(args.modalities.split(",")) if args.modalities else m.modalities
+    dataset = build_dataset(cfg, args.split, annotations, modalities)
     d = init_distributed(cfg.train.device)
     try:
         amp_dtype, _ = resolve_amp(cfg.train.amp, d.device)
@@ -136,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 "target": str(args.target),
                 "split": args.split,
                 "weights_chosen_on": weights_chosen_on(args.target, args.weights),
+                "modalities": list(dataset.modalities),
                 "annotations": list(annotations.sources),
                 "annotation_notes": list(annotations.notes),
                 "metrics": json_safe(result.metrics),

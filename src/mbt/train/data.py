@@ -163,24 +163,33 @@ def check_same_classes(reference: Annotations, other: Annotations, split: str) -
         )
 
 
-def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | None = None) -> Dataset | None:
+def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | None = None,
+                  modalities: Sequence[str] | None = None) -> Dataset | None:
     """The dataset of `split` in its mode (train: random clip + augmentation; val: middle
     clip; test: `num_test_clips` x `num_test_crops` views per video), or None when the
     split has no annotation files. Training with `dataset.stream` gets a `ShardStream` for
-    this process (rank and world size from torch.distributed)."""
+    this process (rank and world size from torch.distributed). `modalities`: a subset of the
+    model's to read (the others are neither decoded nor fed: a modality ablation)."""
+    if modalities is None:
+        modalities = cfg.model.modalities
+    unknown = [m for m in modalities if m not in cfg.model.modalities]
+    if unknown or not modalities:
+        raise ConfigError(f"modalities {list(modalities)}: choose among the model's {list(cfg.model.modalities)}")
+    modalities = tuple(m for m in cfg.model.modalities if m in modalities)  # the model's order
     if cfg.dataset.format == SYNTHETIC:
-        return SyntheticAVDataset(cfg.model, cfg.data, split, cfg.dataset.synthetic_items, cfg.train.seed)
+        return SyntheticAVDataset(cfg.model, cfg.data, split, cfg.dataset.synthetic_items, cfg.train.seed,
+                                  modalities=modalities)
     annotations = annotations if annotations is not None else load_split_annotations(cfg, split)
     if annotations is None:
         return None
     if cfg.dataset.format == SHARDS and cfg.dataset.stream and split == "train":
         return ShardStream(
-            _shard_folder(cfg.dataset, split), cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
+            _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, shuffle_buffer=cfg.dataset.shuffle_buffer,
         )
     if cfg.dataset.format == SHARDS:
         return ShardDataset(
-            _shard_folder(cfg.dataset, split), cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
+            _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, annotations=annotations,
         )
     return AVDataset(

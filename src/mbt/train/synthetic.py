@@ -101,7 +101,8 @@ class SyntheticAVDataset(torch.utils.data.Dataset):
         video, view = divmod(index, self.views)
         item = self.items[video]
         noise_epoch = epoch if self.split == "train" else 0
-        g = torch.Generator().manual_seed(item_seed(self.seed * 7 + _SPLIT_IDS[self.split], noise_epoch, index))
+        seed = item_seed(self.seed * 7 + _SPLIT_IDS[self.split], noise_epoch, index)
+        g = torch.Generator().manual_seed(seed)
         strength = 1.0 + torch.rand((), generator=g)
         labels = list(item.labels)
         cfg = self.cfg
@@ -112,7 +113,9 @@ class SyntheticAVDataset(torch.utils.data.Dataset):
             out["rgb"] = (0.5 * strength * pattern + noise).clamp(-3, 3) / 3
         if "spectrogram" in self.modalities:
             band = self._spec_patterns[labels].sum(0)
-            noise = torch.randn(cfg.num_spectrogram_frames, cfg.num_mel_bins, generator=g)
+            # its own stream: a clip's spectrogram does not depend on whether its frames are read
+            noise = torch.randn(cfg.num_spectrogram_frames, cfg.num_mel_bins,
+                                generator=torch.Generator().manual_seed(seed ^ 1))
             out["spectrogram"] = strength * band + noise
         label = torch.zeros(self.num_classes)
         label[labels] = 1.0
