@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -198,3 +199,28 @@ def test_eval_modalities_runs_only_the_chosen_towers(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--weights", "final", "--modalities", "audio", "--no-progress"]) == 1
     assert "modalities ['audio']: choose among the model's" in capsys.readouterr().err
+
+
+def test_predict_with_chosen_modalities(model_dir, tmp_path, capsys):
+    """`--modalities spectrogram` on a video with sound: the audio tower alone on its sound,
+    as the same file without its frames would be predicted; a choice, so no note."""
+    from .conftest import ASSETS
+
+    video = str(Path(ASSETS) / "media" / "moviepy_example3_854x480_h264_mp3.mp4")
+    predictor = mbt.Predictor(model_dir, modalities=["spectrogram"])
+    pred = predictor.predict(video, topk=3)
+    assert pred.modalities == ("spectrogram",) and pred.note == ""
+    ds = AVDataset(Annotations([Item(video, ())], list(CLASSES)),
+                   replace(predictor.data, num_test_clips=pred.num_clips), "test", modalities=("spectrogram",))
+    spec = torch.stack([ds[i]["spectrogram"] for i in range(pred.num_clips)])
+    with torch.no_grad():
+        expected = predictor.model({"spectrogram": spec}).logits.mean(0).softmax(-1)
+    np.testing.assert_allclose(pred.scores, expected.numpy(), atol=1e-5)
+    assert not np.allclose(mbt.Predictor(model_dir).predict(video).scores, pred.scores, atol=1e-4)
+    assert main(["predict", video, "--model", str(model_dir), "--modalities", "spectrogram"]) == 0
+    assert "clip(s), spectrogram]" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"modalities \['audio'\]: choose among the model's"):
+        mbt.Predictor(model_dir, modalities=["audio"])
+    sound = _audio_file(tmp_path / "a.wav", "pcm_s16le")  # only rgb asked of a file with no frames
+    assert main(["predict", sound, "--model", str(model_dir), "--modalities", "rgb"]) == 1
+    assert f"{sound}: error:" in capsys.readouterr().err

@@ -62,7 +62,8 @@ class Predictor:
     """A saved model (`save_pretrained` folder) and the recipe that feeds it."""
 
     def __init__(self, model: str | os.PathLike | MBT, data: DataConfig | None = None, device: str = "cpu",
-                 max_clips: int = 32):
+                 max_clips: int = 32, modalities: Sequence[str] | None = None):
+        """`modalities`: a subset of the model's to read and run (a modality ablation); default all."""
         if isinstance(model, MBT):
             self.model = model.to(device).eval()
             self.data = data or DataConfig()
@@ -72,13 +73,17 @@ class Predictor:
         self.device, self.max_clips = torch.device(device), max_clips
         cfg = self.model.config
         self.class_names = list(cfg.label_names or [str(i) for i in range(cfg.num_classes)])
+        chosen = cfg.modalities if modalities is None else tuple(modalities)
+        if not chosen or any(m not in cfg.modalities for m in chosen):
+            raise ValueError(f"modalities {list(chosen)}: choose among the model's {list(cfg.modalities)}")
+        self.modalities = tuple(m for m in cfg.modalities if m in chosen)
 
     # ------------------------------------------------------------------ clips
     def num_clips(self, path: str) -> int:
         """Clips that cover the file (non-overlapping windows), within [num_test_clips, max_clips]."""
         duration = media_duration(path, self.data.video_stream, self.data.audio_stream)
-        window = max(self.data.clip_seconds if "rgb" in self.model.config.modalities else 0.0,
-                     self.data.audio_seconds if "spectrogram" in self.model.config.modalities else 0.0)
+        window = max(self.data.clip_seconds if "rgb" in self.modalities else 0.0,
+                     self.data.audio_seconds if "spectrogram" in self.modalities else 0.0)
         covering = math.ceil(duration / window) if window > 0 else 1
         return max(1, min(self.max_clips, max(self.data.num_test_clips, covering)))
 
@@ -92,9 +97,9 @@ class Predictor:
         n = num_clips or self.num_clips(path)
         cfg = replace(self.data, num_test_clips=n, num_test_crops=1)
         annotations = Annotations([Item(path, (), video_id=path)], self.class_names)
-        dataset = AVDataset(annotations, cfg, "test", modalities=self.model.config.modalities)
+        dataset = AVDataset(annotations, cfg, "test", modalities=self.modalities)
         items = [dataset[i] for i in range(len(dataset))]
-        batch: dict[str, Any] = {m: torch.stack([it[m] for it in items]) for m in self.model.config.modalities}
+        batch: dict[str, Any] = {m: torch.stack([it[m] for it in items]) for m in self.modalities}
         batch["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
         batch["damage"] = "; ".join(dict.fromkeys(it["damage"] for it in items if it["damage"]))
         batch["has_rgb"] = torch.tensor([bool(it["has_rgb"]) for it in items])
@@ -102,7 +107,7 @@ class Predictor:
 
     def _inputs(self, batch: dict[str, Any], path: str = "") -> tuple[dict[str, torch.Tensor], str]:
         """The inputs of the modalities the file has, and a note on what was left out."""
-        mods = self.model.config.modalities
+        mods = self.modalities
         present = tuple(m for m in mods if bool(batch[PRESENCE_KEYS[m]].any()))
         note = missing_note(mods, present, path)
         return {m: batch[m].to(self.device) for m in present}, note
@@ -168,7 +173,7 @@ class Predictor:
             raise FileNotFoundError(f"{path}: no such file")
         def one_clip(item: Item) -> AVDataset:  # 'val': the middle clip of the item's segment
             return AVDataset(Annotations([item], self.class_names), self.data, "val",
-                             modalities=self.model.config.modalities)
+                             modalities=self.modalities)
 
         dataset = one_clip(Item(path, (), video_id=path))
         if start is not None:
@@ -178,7 +183,7 @@ class Predictor:
             dataset = one_clip(Item(path, (), start=start, end=start + dataset.window_seconds, video_id=path))
         centre = dataset.clip_centre(dataset.items[0], 0, torch.Generator())
         sample = dataset[0]
-        batch = {m: sample[m][None] for m in self.model.config.modalities}
+        batch = {m: sample[m][None] for m in self.modalities}
         batch["has_audio"] = torch.tensor([bool(sample["has_audio"])])
         batch["has_rgb"] = torch.tensor([bool(sample["has_rgb"])])
         return batch, centre, dataset.frame_times(centre)

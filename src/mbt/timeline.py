@@ -289,7 +289,7 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     model, data = predictor.model, predictor.data
-    mods = model.config.modalities
+    mods = predictor.modalities
     clip = max(data.clip_seconds if "rgb" in mods else 0.0, data.audio_seconds if "spectrogram" in mods else 0.0)
     window = clip if window is None else float(window)
     hop = window / 2 if hop is None else float(hop)

@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--clips", type=int, help="clips per video (default: enough to cover it, >= num_test_clips)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--modalities", metavar="M[,M]",
+                   help="predict with only these of the model's towers (e.g. spectrogram: from the sound alone)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     add_stream_options(p)
     p.add_argument("--timeline", metavar="DIR",
@@ -32,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor
 
-    predictor = Predictor(args.model, device=args.device)
+    predictor = Predictor(args.model, device=args.device,
+                          modalities=args.modalities.split(",") if args.modalities else None)
     streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
     predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
     if args.timeline:
