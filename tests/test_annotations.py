@@ -407,6 +407,22 @@ def test_folder_dataset(tmp_path):
     assert len(parse_folder(tmp_path, skip_bad=True).problems) == 1
 
 
+def test_folder_dataset_with_a_class_list(tmp_path):
+    """A model's classes (or a list file): indices follow the list, a class may have no folder,
+    and a folder that is not a class is a bad row naming it."""
+    _touch(tmp_path, "dog/1.mp4", "cat/3.webm")
+    ann = load_annotations("folder", [tmp_path], classes=["bird", "cat", "dog", "horse"])
+    assert ann.class_names == ["bird", "cat", "dog", "horse"]
+    assert [(it.video_id, it.labels) for it in ann.items] == [("cat/3", (1,)), ("dog/1", (2,))]
+    (tmp_path / "classes.txt").write_text("dog\ncat\n")
+    assert [it.labels for it in parse_folder(tmp_path, classes=tmp_path / "classes.txt").items] == [(1,), (0,)]
+    _touch(tmp_path, "fox/4.mp4")
+    with pytest.raises(AnnotationError, match=r"fox: class folder 'fox' is not in the class list"):
+        parse_folder(tmp_path, classes=["cat", "dog"])
+    kept = parse_folder(tmp_path, classes=["cat", "dog"], skip_bad=True)
+    assert [it.video_id for it in kept.items] == ["cat/3", "dog/1"] and len(kept.problems) == 1
+
+
 def test_load_annotations_dispatch():
     ann = load_annotations("vggsound", [A / "vggsound/vggsound_head.csv"], split="train")
     assert len(ann.items) == 363

@@ -28,7 +28,7 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     return os.path.join(ds.annotations_dir, path)
 
 
-NAMED_CLASS_FORMATS = ("csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
+NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
 """Formats whose class list can be given as names (e.g. a trained model's `label_names`)."""
 
 

@@ -180,7 +180,7 @@ def load_annotations(
     locate = {"root": root, "path_pattern": path_pattern, "ext": ext, "skip_bad": skip_bad}
     trim = {} if trimmed is None else {"trimmed": trimmed}
     parsers: dict[str, tuple[Callable[..., Annotations], dict[str, Any], tuple[str, ...]]] = {
-        "folder": (parse_folder, {"ext": ext, "skip_bad": skip_bad}, ()),
+        "folder": (parse_folder, {"classes": classes, "ext": ext, "skip_bad": skip_bad}, ("classes",)),
         "csv": (parse_manifest, {"classes": classes, "root": root, "skip_bad": skip_bad}, ("classes", "root")),
         "jsonl": (parse_manifest, {"classes": classes, "root": root, "skip_bad": skip_bad}, ("classes", "root")),
         "audioset": (parse_audioset, {"class_labels": classes, **locate, **trim},

@@ -16,6 +16,7 @@ from .base import (
     _class_index,
     _csv_rows,
     _full_rows,
+    _resolve_classes,
     _Rows,
     _strip_gz,
     open_text,
@@ -24,21 +25,31 @@ from .base import (
 from .locator import _ext_ok
 
 
-def parse_folder(root: PathLike, *, ext: str | None = None, skip_bad: bool = False) -> Annotations:
-    """A folder with one sub-folder per class (sorted names = class indices), media files inside
-    (at any depth). Media files directly under `root` belong to no class: bad rows."""
+def parse_folder(root: PathLike, *, classes: PathLike | Sequence[str] | None = None, ext: str | None = None,
+                 skip_bad: bool = False) -> Annotations:
+    """A folder with one sub-folder per class, media files inside (at any depth). Classes:
+    `classes` (a file or a list; a sub-folder not in it is a bad row), else the sorted
+    sub-folder names. Media files directly under `root` belong to no class: bad rows."""
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"{root} is not a folder")
     rows = _Rows(skip_bad)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for p in sorted(root.iterdir()):
         if p.is_file() and _ext_ok(p.name, ext):
             rows.bad(p, 0, "media file outside any class folder")
-    if not classes:
+    if not folders:
         raise AnnotationError(f"{root}: no class sub-folders")
+    names = _resolve_classes(classes, folders)
+    index = {name: k for k, name in enumerate(names)}
+    for name in folders:
+        if name not in index:
+            rows.bad(root / name, 0, f"class folder {name!r} is not in the class list (first: {names[:3]})")
     items = []
-    for k, name in enumerate(classes):
+    for name in folders:
+        if name not in index:
+            continue
+        k = index[name]
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fname in sorted(filenames):
@@ -49,7 +60,7 @@ def parse_folder(root: PathLike, *, ext: str | None = None, skip_bad: bool = Fal
                 items.append(
                     Item(str(path), (k,), video_id=os.path.splitext(rel)[0], source=str(root), found=True)
                 )
-    return Annotations(items, classes, problems=rows.finish(), format="folder", sources=(str(root),))
+    return Annotations(items, names, problems=rows.finish(), format="folder", sources=(str(root),))
 
 
 def _label_tokens(value: Any) -> list[Any]:
