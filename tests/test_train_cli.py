@@ -98,8 +98,9 @@ def test_train_and_eval_on_video_files(videos, tmp_path, capsys):
                  "--out", str(out), "--num-workers", "0", "--no-progress", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["split"] == "val" and report["num_videos"] == 8 and report["metrics"]["num_views"] == 8
+    # the wrong folder: its sub-folders are not the model's classes, and the error names them
     assert main(["eval", str(run / "final"), "--data", str(tmp_path), "--format", "folder"]) == 1
-    assert "no items (no media files in its class folders)" in capsys.readouterr().err
+    assert "class folder 'run' is not in the class list (first: ['quiet', 'tone'])" in capsys.readouterr().err
 
 
 def test_corrupt_files_stop_or_are_skipped_and_counted(videos, tmp_path, capsys):
