@@ -421,6 +421,9 @@ def test_folder_dataset_with_a_class_list(tmp_path):
         parse_folder(tmp_path, classes=["cat", "dog"])
     kept = parse_folder(tmp_path, classes=["cat", "dog"], skip_bad=True)
     assert [it.video_id for it in kept.items] == ["cat/3", "dog/1"] and len(kept.problems) == 1
+    _touch(tmp_path / "empty", "cat/readme.txt")
+    with pytest.raises(AnnotationError, match=r"empty: no items \(no media files in its class folders\)"):
+        load_annotations("folder", [tmp_path / "empty"], classes=["cat", "dog"])
 
 
 def test_load_annotations_dispatch():
