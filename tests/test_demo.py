@@ -40,6 +40,10 @@ def test_generation_is_cached_and_deterministic(demo_data, tmp_path):
     assert generate(SMALL, demo_data.parent, progress=False) == demo_data
     assert os.path.getmtime(demo_data / "clips" / "train_00000.mp4") == before
     again = generate(SMALL, tmp_path, progress=False, workers=1)
+    # byte for byte, every file (x264's macroblock-tree made ~2% of them differ between runs)
+    files = sorted(p.name for p in (demo_data / "clips").iterdir())
+    assert len(files) == 36 and files == sorted(p.name for p in (again / "clips").iterdir())
+    assert [f for f in files if (demo_data / "clips" / f).read_bytes() != (again / "clips" / f).read_bytes()] == []
     a = read_clip(str(demo_data / "clips" / "test_00003.mp4"), [0.5, 1.5], 0.0, 2.0)
     b = read_clip(str(again / "clips" / "test_00003.mp4"), [0.5, 1.5], 0.0, 2.0)
     np.testing.assert_array_equal(a.rgb, b.rgb)
