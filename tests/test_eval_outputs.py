@@ -101,6 +101,29 @@ def test_epic_per_class_verb_noun_and_action():
     assert m["action_mean_class_acc"] == pytest.approx(np.mean([r["accuracy"] for r in actions]))
 
 
+def test_epic_outputs_are_written_per_head(tmp_path):
+    """predictions.jsonl ranks each head within its own classes; each head gets its confusions."""
+    from mbt.train.evaluate import write_predictions
+
+    rng = np.random.default_rng(4)
+    noun, verb = rng.integers(0, 6, 40), rng.integers(0, 4, 40)
+    labels = np.concatenate([np.eye(6)[noun], np.eye(4)[verb]], 1)
+    logits = rng.normal(size=(40, 10)) + 2.0 * labels
+    names = [f"n{k}" for k in range(6)] + [f"v{k}" for k in range(4)]
+    result = EvalResult({}, [f"vid{i}" for i in range(40)], logits, labels, np.ones(40, dtype=np.int64))
+    heads = {"class_names": names, "multi_label": False, "class_splits": (6, 4), "split_names": ("noun", "verb")}
+    write_predictions(result, tmp_path, topk=2, **heads)
+    first = json.loads((tmp_path / "predictions.jsonl").read_text().splitlines()[0])
+    assert [n for n, _ in first["top_noun"]] == [names[k] for k in np.argsort(-logits[0, :6])[:2]]
+    assert [n for n, _ in first["top_verb"]] == [names[6 + k] for k in np.argsort(-logits[0, 6:])[:2]]
+    assert "top" not in first
+    paths = write_eval_tables(result, tmp_path, **heads)
+    assert {k for k in paths if k.startswith("confusion")} == {
+        "confusion_noun", "confusions_noun", "confusion_verb", "confusions_verb"}
+    with open(tmp_path / "confusions_verb.csv", newline="") as f:
+        assert {r["true"] for r in csv.DictReader(f)} <= set(names[6:])
+
+
 def test_confusions_and_tables(tmp_path):
     logits, labels, y = _single(n=2000, c=320, seed=5)
     matrix = confusion_matrix(logits, labels)

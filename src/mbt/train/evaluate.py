@@ -151,6 +151,14 @@ def forward_present(model: nn.Module, batch: dict[str, Any], modalities: Sequenc
     return logits
 
 
+def _heads(num_classes: int, class_splits: Sequence[int] | None,
+           split_names: Sequence[str] | None) -> list[tuple[str, int, int]]:
+    """(name, first, end) of each head's logit columns: one head, or one per class split."""
+    bounds = np.cumsum([0, *class_splits]).tolist() if class_splits else [0, num_classes]
+    names = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(bounds) - 1)]
+    return [(name, lo, hi) for name, (lo, hi) in zip(names, itertools.pairwise(bounds), strict=True)]
+
+
 def write_predictions(
     result: EvalResult,
     folder: str | Path,
@@ -167,8 +175,7 @@ def write_predictions(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     probs = class_probabilities(torch.from_numpy(result.logits), multi_label, class_splits).numpy()
-    bounds = np.cumsum([0, *class_splits]) if class_splits else np.array([0, len(class_names)])
-    heads = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(bounds) - 1)]
+    heads = _heads(len(class_names), class_splits, split_names)
     jsonl = folder / "predictions.jsonl"
     with open(jsonl, "w") as f:
         for i, video_id in enumerate(result.video_ids):
@@ -177,10 +184,10 @@ def write_predictions(
                 "num_views": int(result.num_views[i]),
                 "labels": [class_names[k] for k in np.flatnonzero(result.labels[i] > 0.5)],
             }
-            for h, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            for head, lo, hi in heads:
                 p = probs[i, lo:hi]
                 top = np.argsort(-p, kind="stable")[:topk]
-                key = "top" if len(bounds) == 2 else f"top_{heads[h]}"
+                key = "top" if len(heads) == 1 else f"top_{head}"
                 record[key] = [[class_names[lo + k], round(float(p[k]), 6)] for k in top]
             f.write(json.dumps(record) + "\n")
     npz = folder / "predictions.npz"
@@ -230,10 +237,9 @@ def write_eval_tables(
     paths = {"per_class": str(_write_csv(folder / "per_class.csv", rows))}
     if multi_label or not len(result.logits):
         return paths
-    bounds = np.cumsum([0, *class_splits]) if class_splits else np.array([0, len(class_names)])
-    heads = list(split_names) if (class_splits and split_names) else [f"head{i}" for i in range(len(bounds) - 1)]
-    for h, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        suffix = f"_{heads[h]}" if len(bounds) > 2 else ""
+    heads = _heads(len(class_names), class_splits, split_names)
+    for head, lo, hi in heads:
+        suffix = f"_{head}" if len(heads) > 1 else ""
         names = list(class_names[lo:hi])
         matrix = confusion_matrix(result.logits[:, lo:hi], result.labels[:, lo:hi])
         paths[f"confusions{suffix}"] = str(_write_csv(folder / f"confusions{suffix}.csv",
