@@ -213,3 +213,38 @@ def test_lazy_package_attributes_are_listed_and_resolve():
     assert callable(mbt.train.preset) and mbt.data.DataConfig.__name__ == "DataConfig"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = mbt.nope
+
+
+def _private_names_used_across_modules() -> list[str]:
+    """`from m import _name` and `m._name` (m another mbt module) anywhere in src/mbt."""
+    found = []
+    for name, path, is_package in _modules():
+        package = name if is_package else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        module_names: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                for alias in node.names:
+                    if f"{module}.{alias.name}" in _MODULE_NAMES:
+                        module_names[alias.asname or alias.name] = f"{module}.{alias.name}"
+                    elif (module.split(".")[0] == "mbt" and module != name and alias.name.startswith("_")
+                          and not alias.name.startswith("__")):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: from {module} import {alias.name}")
+            elif isinstance(node, ast.Import):
+                module_names.update({a.asname or a.name: a.name for a in node.names if a.name.split(".")[0] == "mbt"})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and module_names.get(ast.unparse(node.value), name) != name):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules():
+    """A name another module needs is public in its module (or lives where it is used)."""
+    found = _private_names_used_across_modules()
+    assert not found, "underscore names used outside their module:\n" + "\n".join(found)

@@ -34,15 +34,15 @@ from .data import views
 from .data.augment import spatial_crops
 from .data.config import DataConfig
 from .data.decode import (
+    AudioFeed,
+    Converter,
     Damage,
+    DamageLog,
     DecodeError,
-    _AudioFeed,
-    _Converter,
-    _DamageLog,
-    _Media,
-    _normalise_rotation,
-    _rotate,
-    _VideoFeed,
+    Media,
+    VideoFeed,
+    normalise_rotation,
+    rotate,
 )
 from .data.features import log_mel
 
@@ -76,14 +76,14 @@ INTERLEAVE_S = 10.0
 (a damaged or cut track): its window is filled (last frame, silence) instead of reading on."""
 
 class _WindowFrames:
-    """The frame picker of a `MediaStream` (driven by decode's `_VideoFeed`): for each
+    """The frame picker of a `MediaStream` (driven by decode's `VideoFeed`): for each
     requested time, the last frame at or before it, converted when first picked and kept
     until released."""
 
     first_wanted = -math.inf  # the feed holds no packets back
     done = False
 
-    def __init__(self, times: np.ndarray, convert: _Converter):
+    def __init__(self, times: np.ndarray, convert: Converter):
         self.times, self.pos, self.convert = times, 0, convert
         self.kept: OrderedDict[float, np.ndarray] = OrderedDict()
         self.prev: Any = None
@@ -97,14 +97,14 @@ class _WindowFrames:
         image = None
         while self.pos < len(self.times) and self.times[self.pos] < stop:
             if image is None:
-                image = _rotate(self.convert(frame), self.rotation or 0)
+                image = rotate(self.convert(frame), self.rotation or 0)
             self.kept[float(self.times[self.pos])] = image
             self.pos += 1
         self.peak = max(self.peak, len(self.kept))
 
     def push(self, frame: Any, time: float) -> None:
         if self.rotation is None:
-            self.rotation = _normalise_rotation(frame.rotation) if frame.rotation else 0
+            self.rotation = normalise_rotation(frame.rotation) if frame.rotation else 0
         self._keep(self.prev if self.prev is not None else frame, time - 1e-6)
         self.prev, self.prev_time = frame, time
 
@@ -118,7 +118,7 @@ class _WindowFrames:
 
 
 class _RollingAudio:
-    """The audio sink of a `MediaStream` (driven by decode's `_AudioFeed`): mono chunks by
+    """The audio sink of a `MediaStream` (driven by decode's `AudioFeed`): mono chunks by
     sample position, released from the front."""
 
     done = False
@@ -155,15 +155,15 @@ class MediaStream:
     def __init__(self, path: str, frame_times: np.ndarray, data: DataConfig, video: bool = True,
                  audio: bool = True, threads: int = 0):
         self.path, self.data = path, data
-        self.media = _Media(path, threads, data.video_stream, data.audio_stream)
+        self.media = Media(path, threads, data.video_stream, data.audio_stream)
         self.damage = Damage()
         """Damage FFmpeg concealed while decoding (as `read_clip` counts it)."""
         m = self.media
-        self.picker = _WindowFrames(frame_times, _Converter(data.min_resize, shrink_only=True)) if (
+        self.picker = _WindowFrames(frame_times, Converter(data.min_resize, shrink_only=True)) if (
             video and m.vstream is not None) else None
         self.sink = _RollingAudio() if audio and m.astream is not None else None
-        self.video = _VideoFeed(m, self.picker, False, self.damage) if self.picker else None
-        self.audio_feed = (_AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False, self.damage)
+        self.video = VideoFeed(m, self.picker, False, self.damage) if self.picker else None
+        self.audio_feed = (AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False, self.damage)
                            if self.sink else None)
         streams = [f.stream for f in (self.video, self.audio_feed) if f is not None]
         self.packets: Iterator[Any] | None = m.demux(*streams) if streams else None
@@ -183,7 +183,7 @@ class MediaStream:
 
     def _pull(self) -> None:
         """Demux and decode the next packet; at the end of the file, flush the decoders."""
-        with _DamageLog(self.damage):
+        with DamageLog(self.damage):
             self._pull_packet()
 
     def _pull_packet(self) -> None:

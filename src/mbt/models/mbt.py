@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import MODALITIES, MBTConfig, sampled_frame_indices
-from .cpu_kernels import _chunked_attention, _cpu_inference_dtype, linear
+from .cpu_kernels import chunked_attention, cpu_inference_dtype, linear
 from .pretrained import load_model, save_pretrained
 
 
@@ -67,8 +67,8 @@ class Attention(nn.Module):
             weights = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
             weights = weights.softmax(dim=-1)
             out = (F.dropout(weights, drop, self.training) @ v).transpose(1, 2)
-        elif q.dtype == torch.bfloat16 and drop == 0.0 and _cpu_inference_dtype(q) == torch.bfloat16:
-            out = _chunked_attention(q, k, v)
+        elif q.dtype == torch.bfloat16 and drop == 0.0 and cpu_inference_dtype(q) == torch.bfloat16:
+            out = chunked_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop).transpose(1, 2)
         out = out.reshape(b, s, d)

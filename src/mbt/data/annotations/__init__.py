@@ -43,7 +43,7 @@ from typing import Any
 
 from .audioset import parse_audioset
 from .base import (
-    _MAX_LISTED,
+    MAX_LISTED,
     AnnotationError,
     Annotations,
     Item,
@@ -130,7 +130,7 @@ def _checked(ann: Annotations, duplicates: str) -> Annotations:
                                       f"{rep.extra.get('source_end', rep.end)} s] repeats {first.source}:{first.line}")
         for first, rep in pairs
     ]
-    listed = "\n".join(f"  {p}" for p in found[:_MAX_LISTED]) + ("\n  ..." if len(found) > _MAX_LISTED else "")
+    listed = "\n".join(f"  {p}" for p in found[:MAX_LISTED]) + ("\n  ..." if len(found) > MAX_LISTED else "")
     if duplicates == "error":
         raise AnnotationError(
             f"{where}: {len(found)} duplicated clip(s):\n{listed}\n"

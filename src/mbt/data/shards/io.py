@@ -14,15 +14,15 @@ from typing import Any
 from ..annotations import Annotations, Item, Problem
 from ..config import DataConfig
 from ..dataset import Split
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, REPORT, ShardError, _index_name
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, REPORT, ShardError, index_name
 
 
-def _is_url(location: str) -> bool:
+def is_url(location: str) -> bool:
     return "://" in location
 
 
 def _join(location: str, name: str) -> str:
-    return f"{location.rstrip('/')}/{name}" if _is_url(location) else os.path.join(location, name)
+    return f"{location.rstrip('/')}/{name}" if is_url(location) else os.path.join(location, name)
 
 
 def _fsspec() -> Any:
@@ -38,7 +38,7 @@ def _url_fs(url: str) -> tuple[Any, str]:
 
 
 def _read_bytes(url: str) -> bytes:
-    if _is_url(url):
+    if is_url(url):
         fs, path = _url_fs(url)
         return fs.cat_file(path)
     with open(url, "rb") as f:
@@ -52,14 +52,14 @@ def _read_json(url: str) -> Any:
         raise ShardError(f"{url}: not valid JSON ({e}); a partially written file?") from e
 
 
-def _open_stream(url: str) -> Any:
+def open_stream(url: str) -> Any:
     """A binary file object for sequential reading (local file or fsspec URL)."""
-    if _is_url(url):
+    if is_url(url):
         return _fsspec().open(url, "rb").open()
     return open(url, "rb", buffering=1 << 20)
 
 
-class _RangeReader:
+class RangeReader:
     """Byte ranges of shard files, one read per sample; checks each file's size against the
     manifest the first time it is opened in a process. Open files are kept (LRU) per process."""
 
@@ -78,7 +78,7 @@ class _RangeReader:
     def read(self, url: str, offset: int, length: int) -> bytes:
         if os.getpid() != self._pid:  # a forked loader worker: descriptors are the parent's
             self._fds, self._pid = OrderedDict(), os.getpid()
-        if _is_url(url):
+        if is_url(url):
             fs, path = _url_fs(url)
             if url not in self._checked:
                 self._check(url, int(fs.size(path)))
@@ -142,7 +142,7 @@ class ShardSet:
             manifest = _read_json(url)
         except FileNotFoundError as e:
             hint = ""
-            if not _is_url(self.location) and os.path.isdir(self.location):
+            if not is_url(self.location) and os.path.isdir(self.location):
                 tars = [n for n in os.listdir(self.location) if n.endswith((".tar", ".tmp"))]
                 plan = os.path.exists(os.path.join(self.location, PLAN))
                 if tars or plan:
@@ -184,13 +184,13 @@ class ShardSet:
     def index(self) -> list[dict[str, Any]]:
         """Every sample's index record (shard number added), in annotation order."""
         def load(i: int) -> list[dict[str, Any]]:
-            side = _read_json(_join(self.location, _index_name(self.names[i])))
+            side = _read_json(_join(self.location, index_name(self.names[i])))
             if len(side["samples"]) != self.counts[i]:
                 raise ShardError(f"{self.urls[i]}: index lists {len(side['samples'])} samples, the manifest "
                                  f"{self.counts[i]}")
             return [{**s, "shard": i} for s in side["samples"]]
 
-        with ThreadPoolExecutor(16 if _is_url(self.location) else 1) as pool:
+        with ThreadPoolExecutor(16 if is_url(self.location) else 1) as pool:
             records = [r for part in pool.map(load, range(len(self.names))) for r in part]
         return sorted(records, key=lambda r: r["index"])
 

@@ -28,22 +28,22 @@ from ..dataset import AVDataset, ClipError
 from ..decode import DecodeError, probe, read_audio, read_clip
 from ..views import centre_range
 from .format import (
-    _KEY_DIGITS,
-    _MAX_LISTED,
-    _TIME_EPS,
     AUDIO_CODECS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    KEY_DIGITS,
     MANIFEST,
+    MAX_LISTED,
     PLAN,
     RECIPE_FIELDS,
     REPORT,
+    TIME_EPS,
     ShardConfig,
-    _frame_name,
-    _index_name,
-    _shard_name,
+    frame_name,
+    index_name,
+    shard_file_name,
 )
-from .io import _is_url
+from .io import is_url
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -106,7 +106,7 @@ def _clips(ds: AVDataset, item: Item, shard_cfg: ShardConfig) -> list[dict[str, 
         c_min, c_max = max(lo, h), max(hi, h)
         step = 1.0 / (rate * shard_cfg.frame_oversample)
         first = c_min - reach
-        count = math.ceil((c_max + reach - first) / step - _TIME_EPS) + 1
+        count = math.ceil((c_max + reach - first) / step - TIME_EPS) + 1
         return [{"centre_min": c_min, "centre_max": c_max, "frame_start": first, "frame_step": step,
                  "frames": count, "audio_start": max(c_min - a / 2, 0.0), "audio_seconds": c_max - c_min + a}]
     generator = torch.Generator()  # unused outside training
@@ -144,7 +144,7 @@ def _encode_item(plan: _Plan, item: Item, key: str, index: int) -> tuple[list[tu
                                 resize_short_side=cfg.min_resize)
             audio, has_audio = decoded.audio, decoded.has_audio
             frame_size = list(decoded.rgb.shape[1:3])
-            members += [(_frame_name(c, k), _encode_jpeg(f, sc.jpeg_quality)) for k, f in enumerate(decoded.rgb)]
+            members += [(frame_name(c, k), _encode_jpeg(f, sc.jpeg_quality)) for k, f in enumerate(decoded.rgb)]
         else:
             audio, has_audio = _audio_window(item.path, clip["audio_start"], audio_seconds, cfg)
         clip["audio_samples"] = int(audio.shape[0])
@@ -160,7 +160,7 @@ def _encode_item(plan: _Plan, item: Item, key: str, index: int) -> tuple[list[tu
 
 def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
     """Write shard `shard` (atomically: the tar, then its index); returns the index."""
-    name = _shard_name(shard)
+    name = shard_file_name(shard)
     path = os.path.join(plan.out, name)
     records: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -171,7 +171,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for i in plan.shard_items(shard):
                 item, index = plan.dataset.items[i], plan.keys[i]
-                key = f"{index:0{_KEY_DIGITS}d}"
+                key = f"{index:0{KEY_DIGITS}d}"
                 try:
                     members, meta = _encode_item(plan, item, key, index)
                 except (DecodeError, OSError) as e:
@@ -195,7 +195,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
 
     atomic_write(path, write)  # a killed run leaves no partial shard under the shard's name
     index = {"shard": name, "bytes": size, "samples": records, "bad": bad}
-    atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
+    atomic_write(os.path.join(plan.out, index_name(name)), _json_bytes(index))
     return index
 
 
@@ -215,9 +215,9 @@ def _write_shard_in_worker(shard: int) -> dict[str, Any]:
 
 def _finished_index(out: str, shard: int) -> dict[str, Any] | None:
     """The index of a completely written shard, or None (missing, or its tar does not match)."""
-    name = _shard_name(shard)
+    name = shard_file_name(shard)
     try:
-        with open(os.path.join(out, _index_name(name))) as f:
+        with open(os.path.join(out, index_name(name))) as f:
             index = json.load(f)
         return index if os.path.getsize(os.path.join(out, name)) == index["bytes"] else None
     except (OSError, ValueError, KeyError):
@@ -270,7 +270,7 @@ def prepare_shards(
     `progress(done, total)` is called after each shard."""
     sc = shard_cfg or ShardConfig()
     out = os.fspath(out)
-    if _is_url(out):
+    if is_url(out):
         raise ValueError(f"{out}: write shards to a local folder, then copy it to object storage")
     os.makedirs(out, exist_ok=True)
     if os.path.exists(os.path.join(out, MANIFEST)):
@@ -341,7 +341,7 @@ def prepare_shards(
         "shards_kept_from_interrupted_run": kept if resumed else 0,
         "bytes": sum(s["bytes"] for s in shards),
         "seconds": time.perf_counter() - tic,
-        "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:_MAX_LISTED]],
+        "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:MAX_LISTED]],
     }
     atomic_write(os.path.join(out, REPORT), _json_bytes({
         "left_out": left_out,
