@@ -15,7 +15,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = {
-    "mbt": 0, "mbt._lazy": 0, "mbt.overrides": 0,
+    "mbt": 0, "mbt._lazy": 0, "mbt.overrides": 0, "mbt.errors": 0, "mbt.device": 0,
     "mbt.models": 1,
     "mbt.data": 2,
     "mbt.weights": 3,
@@ -47,21 +47,13 @@ def _modules() -> list[tuple[str, Path, bool]]:
     return out
 
 
-def _imports(name: str, path: Path, is_package: bool, typing_only: bool = True) -> list[tuple[str, int]]:
-    """(imported module, line) of every import in the file (in functions too), relative ones
-    resolved; `from pkg import module` names the module. `typing_only=False` leaves out
-    the imports under `if TYPE_CHECKING:`, which never run."""
+def _imports(name: str, path: Path, is_package: bool) -> list[tuple[str, int]]:
+    """(imported module, line) of every import in the file (in functions and under
+    `if TYPE_CHECKING:` too), relative ones resolved; `from pkg import module` names the module."""
     package = name if is_package else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skipped = set()
-    if not typing_only:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-                skipped |= {id(n) for child in node.body for n in ast.walk(child)}
     found = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -101,11 +93,12 @@ KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _cycles() -> set[tuple[str, ...]]:
-    """The strongly connected groups of more than one module (Tarjan) in the import graph
-    of the imports that run (a package's own `__init__` left out)."""
+    """The strongly connected groups of more than one module (Tarjan) in the import graph,
+    the imports under `if TYPE_CHECKING:` included (a circle in the types is one a reader
+    still follows; a package's own `__init__` left out)."""
     graph: dict[str, set[str]] = {}
     for name, path, is_package in _modules():
-        targets = {t for t, _ in _imports(name, path, is_package, typing_only=False) if t.split(".")[0] == "mbt"}
+        targets = {t for t, _ in _imports(name, path, is_package) if t.split(".")[0] == "mbt"}
         graph[name] = {t for t in targets if t in _MODULE_NAMES and t != name and not name.startswith(t + ".")}
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "MBT": ".models",
-    "ConfigError": ".models",
+    "ConfigError": ".errors",
     "MBTConfig": ".models",
     "MBTOutput": ".models",
     "Predictor": ".inference",

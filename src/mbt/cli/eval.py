@@ -43,9 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """(config, model, default output folder) for a run folder or a saved model folder."""
     from ..data.config import load_data_config
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.config import DatasetConfig, ExperimentConfig, TrainConfig
-    from ..train.run_dir import load_run_weights
+    from ..train.run_folder import load_run_weights
     from ..weights import load_pretrained
 
     target = Path(args.target)
@@ -92,7 +92,7 @@ def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.data import NAMED_CLASS_FORMATS, build_dataset, load_split_annotations
     from ..train.distributed import barrier, init_distributed, shutdown
     from ..train.evaluate import (
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         write_predictions,
     )
     from ..train.precision import resolve_amp
-    from ..train.run_dir import weights_chosen_on
+    from ..train.run_folder import weights_chosen_on
 
     cfg, model, out = _eval_config(args)
     m = cfg.model

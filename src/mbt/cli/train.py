@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.config import ExperimentConfig
     from ..train.presets import preset
 

@@ -100,7 +100,7 @@ class DataConfig:
         """A copy with the clip geometry of `model`: frames and crop for rgb, window and mel
         bins (at this `hop_ms`) for the spectrogram. The model config is the one source of
         geometry; `ExperimentConfig` rejects a data config that disagrees with it."""
-        from ..models.config import ConfigError
+        from ..errors import ConfigError
 
         changes: dict[str, Any] = {}
         if "rgb" in model.modalities:

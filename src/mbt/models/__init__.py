@@ -7,7 +7,7 @@ _EXPORTS = {
     "MBT": ".mbt",
     "MODALITIES": ".config",
     "VIT_SIZES": ".config",
-    "ConfigError": ".config",
+    "ConfigError": "..errors",
     "LayerKind": ".config",
     "MBTConfig": ".config",
     "MBTOutput": ".mbt",

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import ConfigError
+
 MODALITIES = ("rgb", "spectrogram")
 """Modalities the network knows. Scenic's `_MODALITIES`: the fixed order used for context."""
 
@@ -53,10 +55,6 @@ PAPER_VIT = "vit_base_patch16_224.orig_in21k"
 """The initialisation of the paper: the original Google ImageNet-21k ViT-B/16 (big_vision /
 `vision_transformer`). Not timm's `vit_base_patch16_224_in21k`: that alias now loads the
 AugReg weights (`.augreg_in21k`), a different model."""
-
-
-class ConfigError(ValueError):
-    """A configuration field has an invalid value; the message names the field."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..device import host_sync_is_cheap
 from .config import MODALITIES, MBTConfig, sampled_frame_indices
 from .cpu_kernels import chunked_attention, cpu_inference_dtype, linear
 from .pretrained import load_model, save_pretrained
@@ -86,12 +87,6 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(linear(self.drop(linear(x, self.fc1, gelu=True)), self.fc2))
-
-
-def host_sync_is_cheap(device: torch.device) -> bool:
-    """Whether reading a tensor's value on the host (`.item()`, `nonzero()`) costs no more
-    than the op: on the CPU. On an accelerator it waits for every queued kernel."""
-    return device.type == "cpu"
 
 
 class Block(nn.Module):

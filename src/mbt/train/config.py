@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
+from ..errors import ConfigError
 from ..io import atomic_write
-from ..models.config import PAPER_VIT, ConfigError, MBTConfig
+from ..models.config import PAPER_VIT, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
 
 OPTIMIZERS = ("sgd", "adamw")

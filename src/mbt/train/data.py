@@ -15,7 +15,7 @@ from ..data.annotations import Annotations, load_annotations
 from ..data.dataset import AVDataset
 from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
 from ..data.subsets import balanced_subset, hold_out
-from ..models.config import ConfigError
+from ..errors import ConfigError
 from .config import SHARDS, SYNTHETIC, DatasetConfig, ExperimentConfig
 from .synthetic import SyntheticAVDataset, synthetic_annotations
 
@@ -78,9 +78,10 @@ def _training_annotations(cfg: ExperimentConfig) -> Annotations:
     return ann
 
 
-def weights_chosen_on(cfg: ExperimentConfig) -> str:
-    """Which data chose the best weights of a run with this config, in words (saved with the
-    best model and in results.json, printed by `mbt eval`)."""
+def describe_weights_choice(cfg: ExperimentConfig) -> str:
+    """Which data chose the best weights of a run with this config, in words: recorded as
+    `weights_chosen_on` with the best model and in results.json, read back for `mbt eval`
+    by `run_folder.weights_chosen_on`."""
     ds = cfg.dataset
     if ds.format == SYNTHETIC:
         return "val: the synthetic validation split"

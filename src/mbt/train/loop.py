@@ -51,8 +51,9 @@ from ..data.dataset import ClipError
 from ..data.loader import build_loader, damaged_in, once_per_file, worker_message
 from ..data.sampling import StepBatchSampler
 from ..data.shards import ShardStream, build_stream_loader
-from ..models.config import ConfigError
-from ..models.mbt import MBT, host_sync_is_cheap
+from ..device import host_sync_is_cheap
+from ..errors import ConfigError
+from ..models.mbt import MBT
 from ..models.pretrained import save_pretrained
 from .checkpoint import (
     LATEST,
@@ -64,7 +65,13 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import ExperimentConfig
-from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
+from .data import (
+    build_dataset,
+    check_same_classes,
+    describe_weights_choice,
+    load_split_annotations,
+    resolve_label_space,
+)
 from .distributed import (
     Dist,
     all_gather_objects,
@@ -77,11 +84,11 @@ from .distributed import (
     init_distributed,
     shutdown,
 )
-from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictions
+from .evaluate import EvalResult, evaluate, json_safe, write_predictions
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
-from .precision import resolve_amp, resolve_compile
+from .precision import autocast, resolve_amp, resolve_compile
 from .run_folder import MetricsLog, RunFolder, default_run_dir, setup_logging
 
 log = logging.getLogger("mbt.train")
@@ -482,7 +489,7 @@ class Trainer:
             self.best = {"step": self.step, "metric": self.primary, "value": score}
             if self.dist.is_main:
                 save_pretrained(model, self.folder.best, data_config=self.cfg.data,
-                                extra={"weights_chosen_on": weights_chosen_on(self.cfg)})
+                                extra={"weights_chosen_on": describe_weights_choice(self.cfg)})
                 log.info("best %s %.4f: saved %s", self.primary, score, self.folder.best)
         barrier(self.dist)
 
@@ -554,7 +561,7 @@ class Trainer:
         results: dict[str, Any] = {"steps": self.step, "best": self.best, "final_model": str(folder.final)}
         if self.best is not None:
             results["best_model"] = str(folder.best)
-            results["weights_chosen_on"] = weights_chosen_on(self.cfg)
+            results["weights_chosen_on"] = describe_weights_choice(self.cfg)
         eval_damaged: dict[str, list[tuple[str, str]]] = {}
         if self.last_val is not None:
             results["val"] = json_safe(self.last_val.metrics)

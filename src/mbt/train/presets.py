@@ -25,7 +25,8 @@ from importlib import resources
 from typing import Any
 
 from ..data.config import DataConfig
-from ..models.config import ConfigError, MBTConfig
+from ..errors import ConfigError
+from ..models.config import MBTConfig
 from .config import DatasetConfig, ExperimentConfig, TrainConfig
 
 VAL_FRACTION = 0.05

@@ -18,7 +18,8 @@ import msgpack
 import numpy as np
 import torch
 
-from ..models.config import ConfigError, MBTConfig
+from ..errors import ConfigError
+from ..models.config import MBTConfig
 from ..models.mbt import MBT
 
 if TYPE_CHECKING:
