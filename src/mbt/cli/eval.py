@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._options import add_set_option
+from ._options import FORMATS, add_set_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test: num_test_clips x num_test_crops views per video; val: one middle clip")
     p.add_argument("--data", nargs="+", metavar="FILE", help="annotation file(s) (default: the run's)")
-    p.add_argument("--format", help="annotation format (folder, csv, jsonl, audioset, vggsound, vggsounder, epic100, "
-                                    "kinetics, kinetics-sounds)")
+    p.add_argument("--format", help=f"annotation format ({', '.join(FORMATS)}) or shards")
     p.add_argument("--root", help="folder holding the media files")
     p.add_argument("--classes", help="class list file")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or missing media (reported)")

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..data.annotations.formats import ANNOTATION_FORMATS
 from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..io import atomic_write
@@ -36,6 +37,9 @@ SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
 """`dataset.format` of shard folders written by `mbt data prepare` (see `mbt.data.shards`)."""
+DATASET_FORMATS = (*ANNOTATION_FORMATS, SHARDS, SYNTHETIC)
+"""Every `dataset.format`: the annotation formats (`mbt.data.annotations.ANNOTATION_FORMATS`),
+and those without annotation files."""
 
 
 @dataclass
@@ -44,8 +48,10 @@ class DatasetConfig:
     for each split, plus the media root."""
 
     format: str = "audioset"
-    """Annotation format: 'folder', 'csv', 'jsonl', 'audioset', 'vggsound', 'epic100',
-    'kinetics', 'kinetics-sounds', 'moments-in-time', 'shards' (folders written by `mbt data prepare`, local or
+    """One of `DATASET_FORMATS`: an annotation format (`mbt.data.annotations.ANNOTATION_FORMATS`,
+    whose entries say which of the fields below each one takes: 'folder', 'csv', 'jsonl',
+    'audioset', 'vggsound', 'vggsounder', 'epic100', 'kinetics', 'kinetics-sounds',
+    'moments-in-time'), 'shards' (folders written by `mbt data prepare`, local or
     fsspec URLs: `train`, `val`, `test` each name one folder, prepared with `--mode` of that
     split; classes and media come from the shards), or 'synthetic' (generated tensors, no
     files: for smoke tests and benchmarks of the training stack)."""
@@ -113,6 +119,8 @@ class DatasetConfig:
     """With `stream`: samples each loader worker holds and draws from at random."""
 
     def __post_init__(self) -> None:
+        if self.format not in DATASET_FORMATS:
+            raise ConfigError(f"format: expected one of {list(DATASET_FORMATS)}, got {self.format!r}")
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             setattr(self, name, (value,) if isinstance(value, str) else tuple(value))

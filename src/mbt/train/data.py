@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ..data.annotations import Annotations, load_annotations
+from ..data.annotations import ANNOTATION_FORMATS, Annotations, load_annotations
 from ..data.dataset import AVDataset
 from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
 from ..data.subsets import balanced_subset, hold_out
@@ -28,7 +28,7 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     return os.path.join(ds.annotations_dir, path)
 
 
-NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
+NAMED_CLASS_FORMATS = tuple(f.name for f in ANNOTATION_FORMATS.values() if f.named_classes)
 """Formats whose class list can be given as names (e.g. a trained model's `label_names`)."""
 
 
