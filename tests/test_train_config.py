@@ -90,7 +90,7 @@ def test_overrides_are_typed_and_name_bad_keys():
         "train.mixmod=yes please": "train.mixmod",
         "data.num_frames=16": "data.num_frames",
         "nosection.x=1": "nosection",
-        "train.lr": "expected SECTION.FIELD=VALUE",
+        "train.lr": "expected KEY=VALUE",
     }
     for assignment, key in bad.items():
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

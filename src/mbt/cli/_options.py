@@ -10,7 +10,8 @@ from typing import Any
 
 from ..data.annotations import FORMATS, formats_help
 
-SET_HELP = "override any field, e.g. train.lr=0.1 model.fusion_layer=4 dataset.root=/data"
+SET_HELP = ("override any field, e.g. train.lr=1e-4 model.fusion_layer=4 dataset.root=/data train.amp=off; "
+            "values as in config files: null/none, true/false, numbers, [a, b] or (a, b), any other word a string")
 
 
 def print_json(obj: Any) -> None:

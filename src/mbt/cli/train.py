@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
-        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
+        from ..overrides import ConfigDumper
+
+        yaml.dump(cfg.to_dict(), sys.stdout, Dumper=ConfigDumper, sort_keys=False)  # read back by --config
         return 0
     from ..train.loop import train
 

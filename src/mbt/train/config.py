@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..io import atomic_write
 from ..models.config import PAPER_VIT, MBTConfig
-from ..overrides import OverrideError, coerce, parse_value
+from ..overrides import ConfigDumper, ConfigLoader, apply_overrides, update
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -333,32 +332,19 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
-        """`base` (default: the defaults) with every field given in `data` set.
-
-        Values are type-checked against the field annotations; each section is rebuilt
-        once with all its changes, so fields that must agree (`num_classes` and
-        `class_splits`) can change together. Unknown keys and bad values are errors
-        naming the dotted key."""
-        base = base if base is not None else cls()
+        """`base` (default: the defaults) with every field given in `data` set (`mbt.overrides.update`:
+        type-checked against the field annotations, each section rebuilt once with all its changes,
+        so fields that must agree (`num_classes` and `class_splits`) can change together; unknown
+        keys and bad values are errors naming the dotted key)."""
         if not isinstance(data, dict):
             raise ConfigError(f"an experiment config must be a mapping of sections, got {type(data).__name__}")
-        changes: dict[str, Any] = {}
-        for name, value in data.items():
-            if name not in _SECTIONS and name != "name":
-                raise ConfigError(f"{name}: unknown key; sections: {[*_SECTIONS, 'name']}")
-            if name == "name":
-                changes[name] = _coerce(value, str, name)
-                continue
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}: expected a mapping of {type(getattr(base, name)).__name__} fields")
-            changes[name] = _rebuild(getattr(base, name), value, name)
-        return dataclasses.replace(base, **changes)
+        return update(base if base is not None else cls(), data)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as YAML (`.yaml`/`.yml`) or JSON, atomically."""
         path = os.fspath(path)
         if path.endswith((".yaml", ".yml")):
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+            text = yaml.dump(self.to_dict(), Dumper=ConfigDumper, sort_keys=False)
         else:
             text = json.dumps(self.to_dict(), indent=2)
         atomic_write(path, text.encode())
@@ -368,7 +354,7 @@ class ExperimentConfig:
         """A config file (YAML or JSON) applied on top of `base`."""
         with open(path) as f:
             try:
-                data = yaml.safe_load(f)
+                data = yaml.load(f, Loader=ConfigLoader)  # a SafeLoader
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
         try:
@@ -377,44 +363,6 @@ class ExperimentConfig:
             raise ConfigError(f"{path}: {e}") from e
 
     def override(self, assignments: list[str]) -> ExperimentConfig:
-        """A copy with `section.field=value` assignments (values in YAML syntax) applied
-        together."""
-        nested: dict[str, Any] = {}
-        for assignment in assignments:
-            key, sep, text = assignment.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise ConfigError(f"{assignment!r}: expected SECTION.FIELD=VALUE")
-            section, dot, name = key.partition(".")
-            if not dot:
-                if section != "name":
-                    raise ConfigError(f"{key}: expected SECTION.FIELD (sections: {list(_SECTIONS)})")
-                nested["name"] = parse_value(text)
-            else:
-                nested.setdefault(section, {})[name] = parse_value(text)
-        return self.from_dict(nested, self)
-
-
-_SECTIONS = ("model", "data", "dataset", "train")
-
-
-def _rebuild(section: Any, values: dict[str, Any], prefix: str) -> Any:
-    """`section` rebuilt (and so validated) once with `values` set, type-checked."""
-    hints = typing.get_type_hints(type(section))
-    fields = {f.name for f in dataclasses.fields(section)}
-    merged = {name: getattr(section, name) for name in fields}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"{prefix}.{name}: unknown key; {type(section).__name__} fields: {sorted(fields)}")
-        merged[name] = _coerce(value, hints[name], f"{prefix}.{name}")
-    try:
-        return type(section)(**merged)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix}.{e}" if not str(e).startswith(prefix) else str(e)) from e
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    try:
-        return coerce(value, annotation, key)
-    except OverrideError as e:
-        raise ConfigError(str(e)) from e
+        """A copy with `section.field=value` assignments applied together (`mbt.overrides`: the
+        grammar of `--set` on every command and of values in config files)."""
+        return apply_overrides(self, assignments)
