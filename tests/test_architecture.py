@@ -243,3 +243,33 @@ def test_no_private_name_is_used_across_modules():
     """A name another module needs is public in its module (or lives where it is used)."""
     found = _private_names_used_across_modules()
     assert not found, "underscore names used outside their module:\n" + "\n".join(found)
+
+
+TESTS = Path(__file__).resolve().parent
+SLOW_SIGNS = ("torch.distributed.run", "run_demo(", '*MBT, "train"')
+"""What makes a test slow: torchrun, the demo, `mbt train` in another process."""
+
+
+def _is_slow_mark(node: ast.expr) -> bool:
+    marks = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
+    return any(ast.unparse(m).split("(")[0] in ("pytest.mark.slow", "mark.slow") for m in marks)
+
+
+def test_slow_tests_carry_the_slow_marker():
+    """A test that (itself or through a helper of its file) runs one of `SLOW_SIGNS` is marked
+    `slow`, so that `pytest -m 'not slow'` is a quick run; CI (.ci/run) runs them all."""
+    unmarked = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        if any(isinstance(n, ast.Assign) and any(ast.unparse(t) == "pytestmark" for t in n.targets)
+               and _is_slow_mark(n.value) for n in tree.body):
+            continue
+        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        slow = {name for name, f in functions.items() if any(s in ast.get_source_segment(text, f) for s in SLOW_SIGNS)}
+        for _ in range(3):  # helpers calling helpers
+            slow |= {name for name, f in functions.items() if any(
+                isinstance(c, ast.Call) and ast.unparse(c.func) in slow for c in ast.walk(f))}
+        unmarked += [f"{path.name}::{name}" for name in sorted(slow) if name.startswith("test_")
+                     and not any(_is_slow_mark(d) for d in functions[name].decorator_list)]
+    assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"

@@ -26,6 +26,7 @@ def _torchrun(*args):
     )
 
 
+@pytest.mark.slow  # torchrun
 def test_two_process_fsdp_matches_one_process_and_resumes(tmp_path):
     cfg = tiny_config("train.mixup_alpha=0", "model.stochastic_depth=0", "train.max_grad_norm=1.0",
                       "train.epochs=3", "train.eval_every=4", "train.grad_accum_steps=2")
