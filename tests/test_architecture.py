@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,30 @@ def test_slow_tests_carry_the_slow_marker():
         unmarked += [f"{path.name}::{name}" for name in sorted(slow) if name.startswith("test_")
                      and not any(_is_slow_mark(d) for d in functions[name].decorator_list)]
     assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"
+
+
+ARCHITECTURE = SRC.parent / "docs" / "architecture.md"
+
+
+def _named_paths(text: str) -> set[str]:
+    """The source paths written in backquotes: `x.py`, and folders of two or more parts (`data/shards/`)."""
+    tokens = set(re.findall(r"`([\w./]+)`", text))
+    return {t for t in tokens if t.endswith(".py") or (t.endswith("/") and t.count("/") >= 2)}
+
+
+def test_architecture_doc_names_every_module_and_only_modules_that_exist():
+    text = ARCHITECTURE.read_text()
+    modules = {p.relative_to(SRC / "mbt").as_posix() for _, p, _ in _modules()}
+    table = text.split("## Every module", 1)[1]
+    listed = set(re.findall(r"^\| `([\w./]+\.py)` \|", table, flags=re.M))
+    assert modules - listed == set(), f"add to 'Every module' in docs/architecture.md: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"not modules (any more): {sorted(listed - modules)}"
+    basenames = {m.rsplit("/", 1)[-1] for m in modules}
+    missing = []
+    for name in _named_paths(text):
+        path = name.removeprefix("mbt/")
+        found = ((SRC / "mbt" / path).exists() or (SRC.parent / name).exists()
+                 or ("/" not in path and path in basenames))
+        if not found:
+            missing.append(name)
+    assert not missing, f"docs/architecture.md names paths that do not exist: {sorted(missing)}"
