@@ -26,7 +26,7 @@ from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..io import atomic_write
 from ..models.config import PAPER_VIT, MBTConfig
-from ..overrides import ConfigDumper, ConfigLoader, apply_overrides, update
+from ..overrides import ConfigDumper, ConfigLoader, coerce, parse_assignments, update
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -332,13 +332,26 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
-        """`base` (default: the defaults) with every field given in `data` set (`mbt.overrides.update`:
-        type-checked against the field annotations, each section rebuilt once with all its changes,
-        so fields that must agree (`num_classes` and `class_splits`) can change together; unknown
-        keys and bad values are errors naming the dotted key)."""
+        """`base` (default: the defaults) with every field given in `data` set.
+
+        Values are type-checked against the field annotations; each section is rebuilt
+        once with all its changes, so fields that must agree (`num_classes` and
+        `class_splits`) can change together. Unknown keys and bad values are errors
+        naming the dotted key."""
+        base = base if base is not None else cls()
         if not isinstance(data, dict):
             raise ConfigError(f"an experiment config must be a mapping of sections, got {type(data).__name__}")
-        return update(base if base is not None else cls(), data)
+        changes: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in _SECTIONS and name != "name":
+                raise ConfigError(f"{name}: unknown key; sections: {[*_SECTIONS, 'name']}")
+            if name == "name":
+                changes[name] = coerce(value, str, name)
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping of {type(getattr(base, name)).__name__} fields")
+            changes[name] = _rebuild(getattr(base, name), value, name)
+        return dataclasses.replace(base, **changes)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as YAML (`.yaml`/`.yml`) or JSON, atomically."""
@@ -363,6 +376,14 @@ class ExperimentConfig:
             raise ConfigError(f"{path}: {e}") from e
 
     def override(self, assignments: list[str]) -> ExperimentConfig:
-        """A copy with `section.field=value` assignments applied together (`mbt.overrides`: the
-        grammar of `--set` on every command and of values in config files)."""
-        return apply_overrides(self, assignments)
+        """A copy with `section.field=value` assignments applied together, in the grammar of
+        `--set` on every command (`mbt.overrides.parse_assignments`)."""
+        return self.from_dict(parse_assignments(assignments), self)
+
+
+_SECTIONS = ("model", "data", "dataset", "train")
+
+
+def _rebuild(section: Any, values: dict[str, Any], prefix: str) -> Any:
+    """`section` rebuilt (and so validated) once with `values` set, type-checked."""
+    return update(section, values, f"{prefix}.")
