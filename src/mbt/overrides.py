@@ -115,12 +115,10 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
             raise OverrideError(f"{assignment!r}: expected KEY=VALUE (SECTION.FIELD=VALUE in a sectioned config)")
         *heads, last = key.split(".")
         target = nested
-        for i, head in enumerate(heads):
+        for head in heads:
             if not isinstance(target.get(head), _Section):
-                target[head] = _Section()
+                target[head] = _Section()  # replaces an earlier `head=value`: the later one wins
             target = target[head]
-            if not isinstance(target, _Section):
-                raise OverrideError(f"{'.'.join(heads[: i + 1])}: set as a value and as a section")
         target[last] = parse_value(text)
     return nested
 
@@ -150,8 +148,6 @@ def update(cfg: Any, values: dict[str, Any], prefix: str = "") -> Any:
             merged[name] = coerce(value, hints[name], key)
     try:
         return type(cfg)(**merged)
-    except OverrideError:
-        raise
     except (TypeError, ValueError) as e:
         message = str(e)
         raise OverrideError(message if not prefix or message.startswith(prefix) else f"{prefix}{message}") from e
