@@ -146,7 +146,7 @@ def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     """The middle clip, as evaluation would see it."""
     from ..data.augment import VideoTransform
     from ..data.decode import media_duration, read_clip
-    from ..data.features import log_mel
+    from ..data.features import spectrogram
 
     centre = media_duration(path, cfg.video_stream, cfg.audio_stream) / 2
     first = max(centre - cfg.clip_seconds / 2, 0.0)
@@ -155,7 +155,7 @@ def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     clip = read_clip(path, times, audio_start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode,
                      resize_short_side=cfg.min_resize, video_stream=cfg.video_stream, audio_stream=cfg.audio_stream)
     rgb = VideoTransform(cfg, train=False)(clip.rgb)
-    spec = log_mel(clip.audio, cfg)
+    spec = spectrogram(clip.audio, cfg)
     return {
         "frame_times": [round(float(t), 4) for t in clip.frame_times],
         "decoded_rgb": list(clip.rgb.shape),
