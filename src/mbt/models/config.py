@@ -139,9 +139,20 @@ class MBTConfig:
     """A LayerNorm (parameters `head_norm.weight`, `head_norm.bias`) on the pooled feature
     before `pre_logits` and the classifier, as the AST (`mlp_head.0`), CAV-MAE (`mlp_head.0`)
     and AudioMAE (`fc_norm`) heads have; Scenic has none."""
+    head_norm_eps: float | None = None
+    """Epsilon of `head_norm`; None: `layer_norm_eps`. The original AST's head is a default
+    `nn.LayerNorm` (1e-5) on a 1e-6 encoder."""
     modality_norm: bool = False
     """One final LayerNorm per modality (parameters `modality_norms.<modality>.weight` /
     `.bias`, CAV-MAE's `norm_a` / `norm_v`) instead of the one shared `norm` (Scenic)."""
+    final_norm: bool = True
+    """False: no LayerNorm after the last block, so that a pooling head sees the raw tokens
+    and `head_norm` alone normalises the pooled feature (AudioMAE fine-tuned: mean of the
+    patch tokens, then `fc_norm`)."""
+    cls_token: bool = False
+    """With a pooling head ('gap', 'gmp', 'gsp'): one cls token per modality still takes part
+    in attention, but the head pools the patch tokens only (AudioMAE's `global_pool`). The
+    'token' head always has its cls token."""
 
     gelu: str = "tanh"
     """The MLPs' GELU: 'tanh' (the approximation Scenic uses) or 'exact' (erf, as
@@ -216,6 +227,8 @@ class MBTConfig:
         _choice(self.gelu, GELUS, "gelu")
         if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps < 1):
             raise ConfigError(f"layer_norm_eps: must be a number in (0, 1), got {self.layer_norm_eps!r}")
+        if self.head_norm_eps is not None and not 0 < self.head_norm_eps < 1:
+            raise ConfigError(f"head_norm_eps: must be None or a number in (0, 1), got {self.head_norm_eps!r}")
         if self.spectrogram_patch_stride is not None and min(self.spectrogram_patch_stride) < 1:
             raise ConfigError(
                 f"spectrogram_patch_stride: must be None or two positive integers, "
@@ -226,6 +239,8 @@ class MBTConfig:
                 f"distillation_token: needs classifier='token' (the head pools the cls and distillation "
                 f"tokens), got classifier={self.classifier!r}"
             )
+        if not self.final_norm and self.modality_norm:
+            raise ConfigError("final_norm: False (no final norm) contradicts modality_norm (one per modality)")
         if self.distillation_token and "spectrogram" not in self.modalities:
             raise ConfigError("distillation_token: it belongs to the spectrogram tower, which this model lacks")
         if self.spectrogram_channels not in (1, 3):
@@ -284,7 +299,7 @@ class MBTConfig:
     def num_prefix_tokens(self, modality: str) -> int:
         """Tokens before a modality's patches: its cls token with the 'token' head, and the
         distillation token in the spectrogram tower with `distillation_token`."""
-        cls = 1 if self.classifier == "token" else 0
+        cls = 1 if self.classifier == "token" or self.cls_token else 0
         return cls + (1 if self.distillation_token and modality == "spectrogram" else 0)
 
     def num_tokens(self, modality: str) -> int:

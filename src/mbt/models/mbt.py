@@ -239,7 +239,7 @@ class MBT(nn.Module):
                 embeds[m] = FrameEmbed(cfg)
         self.embeddings = nn.ModuleDict(embeds)
 
-        with_cls = cfg.classifier == "token"
+        with_cls = cfg.classifier == "token" or cfg.cls_token
         self.cls_tokens = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(1, 1, d)) for m in cfg.modalities} if with_cls else {}
         )
@@ -261,9 +261,9 @@ class MBT(nn.Module):
         eps = cfg.layer_norm_eps
         if cfg.modality_norm:
             self.modality_norms = nn.ModuleDict({m: nn.LayerNorm(d, eps=eps) for m in cfg.modalities})
-        else:
+        elif cfg.final_norm:
             self.norm = nn.LayerNorm(d, eps=eps)
-        self.head_norm = nn.LayerNorm(d, eps=eps) if cfg.head_norm else None
+        self.head_norm = nn.LayerNorm(d, eps=cfg.head_norm_eps or eps) if cfg.head_norm else None
         self.pre_logits = nn.Linear(d, cfg.representation_size) if cfg.representation_size else None
         self.head = nn.Linear(cfg.representation_size or d, cfg.num_classes)
         self.reset_parameters()
@@ -331,9 +331,11 @@ class MBT(nn.Module):
         """The blocks that process `modality`."""
         return self.towers["shared" if self.config.share_encoder else modality]
 
-    def final_norm(self, modality: str) -> nn.LayerNorm:
+    def final_norm(self, modality: str) -> nn.Module:
         """The LayerNorm after the last block for `modality`: its own with `modality_norm`,
-        else the shared `norm`."""
+        else the shared `norm`; the identity without `final_norm`."""
+        if not self.config.final_norm:
+            return nn.Identity()
         return self.modality_norms[modality] if self.config.modality_norm else self.norm
 
     def final_norms(self) -> dict[str, nn.LayerNorm]:
@@ -341,7 +343,7 @@ class MBT(nn.Module):
         'modality_norms.<modality>')."""
         if self.config.modality_norm:
             return {f"modality_norms.{m}": n for m, n in self.modality_norms.items()}
-        return {"norm": self.norm}
+        return {"norm": self.norm} if self.config.final_norm else {}
 
     # ------------------------------------------------------------------ forward
     def embed(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -354,7 +356,7 @@ class MBT(nn.Module):
             if m == "spectrogram" and x.dim() == 3:
                 x = x.unsqueeze(1)
             x = self.embeddings[m](x)
-            prefix = [self.cls_tokens[m]] if cfg.classifier == "token" else []
+            prefix = [self.cls_tokens[m]] if m in self.cls_tokens else []
             if m == "spectrogram" and self.dist_token is not None:
                 prefix.append(self.dist_token)
             if prefix:
@@ -432,7 +434,7 @@ class MBT(nn.Module):
     def _own_layout(self, modality: str, length: int) -> list[tuple[str, int]]:
         """The segments of a modality's own sequence of `length` tokens: prefix tokens, patches."""
         cfg = self.config
-        prefix = [(f"cls:{modality}", 1)] if cfg.classifier == "token" else []
+        prefix = [(f"cls:{modality}", 1)] if cfg.classifier == "token" or cfg.cls_token else []
         if modality == "spectrogram" and cfg.distillation_token:
             prefix.append((f"dist:{modality}", 1))
         return [*prefix, (modality, length - len(prefix))]
@@ -463,12 +465,13 @@ class MBT(nn.Module):
                 modality_logits[m] = self.head(embeddings[m])
             logits = torch.stack([modality_logits[m] for m in present]).mean(dim=0)
         else:
-            seq = torch.cat([tokens[m] for m in present], dim=1)
+            patches = {m: tokens[m][:, cfg.num_prefix_tokens(m):] for m in present}  # a kept cls is not pooled
+            seq = torch.cat([patches[m] for m in present], dim=1)
             pooled = {"gap": seq.mean(dim=1), "gmp": seq.amax(dim=1), "gsp": seq.sum(dim=1)}[cfg.classifier]
             logits = self.head(self._pre_logits(pooled))
             if output_embeddings:
                 pool = {"gap": torch.mean, "gmp": torch.amax, "gsp": torch.sum}[cfg.classifier]
-                embeddings = {m: self._pre_logits(pool(tokens[m], dim=1)) for m in present}
+                embeddings = {m: self._pre_logits(pool(patches[m], dim=1)) for m in present}
         return MBTOutput(
             logits=logits,
             modality_logits=modality_logits,
