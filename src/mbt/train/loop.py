@@ -610,6 +610,10 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 def _init_from_vit(model: MBT, source: str) -> dict[str, Any]:
+    from ..weights.peers import init_from_peer, peer_source
     from ..weights.vit import init_from_vit
 
+    peer = peer_source(source, num_heads=model.config.num_heads)  # AST, CAV-MAE, AudioMAE files
+    if peer is not None:
+        return init_from_peer(model, peer)
     return init_from_vit(model, source)

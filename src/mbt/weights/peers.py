@@ -130,6 +130,39 @@ def read_peer(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     state, extra = _load_state(path)
+    ckpt = _from_state(path, state, extra, hf_config, num_heads, target_length)
+    if ckpt is None:
+        first = next(iter(state), "<no keys>")
+        raise PeerFormatError(
+            f"{path}: unknown layout (first key {first!r}); expected a Hugging Face AST, original AST (module.v.*), "
+            "CAV-MAE (module.blocks_a.*) or AudioMAE ({'model': ...} with fc_norm or a decoder) checkpoint"
+        )
+    return ckpt
+
+
+def peer_source(path: str | os.PathLike, **read_options: Any) -> PeerCheckpoint | None:
+    """The checkpoint at `path` if it is one of the published layouts (for `train.init_from`,
+    which also takes mbt folders and ImageNet ViTs), else None. A file of a known layout that
+    fails the checks raises."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        config = os.path.join(path, "config.json")
+        if os.path.isfile(config) and _read_json(config).get("model_type") == "audio-spectrogram-transformer":
+            return read_peer(path, **read_options)
+        return None
+    if not os.path.isfile(path) or not path.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        return None
+    state, extra = _load_state(path)
+    hf_config = None
+    folder_config = os.path.join(os.path.dirname(path) or ".", "config.json")
+    if path.endswith(".safetensors") and os.path.isfile(folder_config):
+        hf_config = _read_json(folder_config)
+    return _from_state(path, state, extra, hf_config, **read_options)
+
+
+def _from_state(path: str, state: dict[str, Tensor], extra: dict[str, Any], hf_config: dict[str, Any] | None,
+                num_heads: int | None = None, target_length: int | None = None) -> PeerCheckpoint | None:
+    """The layout detected from the keys, read and checked; None when no layout matches."""
     if any(k.startswith("audio_spectrogram_transformer.") for k in state):
         if hf_config is None:
             raise PeerFormatError(f"{path}: Hugging Face AST weights without their config.json")
@@ -141,11 +174,7 @@ def read_peer(
         return _read_cavmae(path, stripped, num_heads)
     if "fc_norm.weight" in stripped or ("decoder_embed.weight" in stripped and "cls_token" in stripped):
         return _read_audiomae(path, stripped, extra, num_heads)
-    first = next(iter(state), "<no keys>")
-    raise PeerFormatError(
-        f"{path}: unknown layout (first key {first!r}); expected a Hugging Face AST, original AST (module.v.*), "
-        "CAV-MAE (module.blocks_a.*) or AudioMAE ({'model': ...} with fc_norm or a decoder) checkpoint"
-    )
+    return None
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -211,6 +240,13 @@ class _Keys:
             raise PeerFormatError(f"{self.path}: {key} has shape {list(t.shape)}, expected {list(shape)}")
         return t.detach().clone()
 
+    def rows(self, name: str) -> int:
+        """The first dimension of a tensor (a width the file defines), without taking it."""
+        key = self.prefix + name
+        if key not in self.state:
+            raise PeerFormatError(f"{self.path}: missing key {key!r}")
+        return self.state[key].shape[0]
+
     def has(self, name: str) -> bool:
         return self.prefix + name in self.state
 
@@ -272,6 +308,11 @@ def _audio_grid(path: str, n: int, stride: int, patch: int, target_length: int |
 
 
 def _read_ast_hf(path: str, state: dict[str, Tensor], hf: dict[str, Any]) -> PeerCheckpoint:
+    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+              "frequency_stride", "time_stride", "num_mel_bins", "max_length", "layer_norm_eps")
+    absent = [k for k in needed if not isinstance(hf.get(k), (int, float))]
+    if absent:
+        raise PeerFormatError(f"{path}: its config.json lacks {absent[0]!r} (or it is not a number)")
     keys = _Keys(path, state, "audio_spectrogram_transformer.")
     d, mlp, depth = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
     patch = hf["patch_size"]
@@ -304,14 +345,15 @@ def _read_ast_hf(path: str, state: dict[str, Tensor], hf: dict[str, Any]) -> Pee
     norm = _norm(keys, "layernorm", d)
     keys.prefix = ""
     head_norm = _norm(keys, "classifier.layernorm", d)
-    n_cls = keys.state.get("classifier.dense.weight", torch.empty(0, d)).shape[0]
+    n_cls = keys.rows("classifier.dense.weight")
     head = (keys.take("classifier.dense.weight", (n_cls, d)), keys.take("classifier.dense.bias", (n_cls,)))
     keys.finish()
     tower = Tower(kernel.transpose(2, 3), bias, [cls.reshape(d), dist.reshape(d)], [pos[0], pos[1]],
                   _freq_major_to_time_major(pos[2:], f, t), blocks, norm)
     settings = {"layer_norm_eps": hf["layer_norm_eps"], "gelu": gelus[act], "stride": (ts, fs),
                 "spectrogram_size": (hf["max_length"], hf["num_mel_bins"]), "num_heads": hf["num_attention_heads"],
-                "source": "config.json"}
+                "source": f"config.json: layer_norm_eps {hf['layer_norm_eps']}, hidden_act {act!r}, frequency/time "
+                          f"stride {fs}/{ts}, {hf['num_attention_heads']} heads"}
     return PeerCheckpoint(path, "ast-hf", {"spectrogram": tower}, head_norm=head_norm, head=head, settings=settings)
 
 
@@ -336,14 +378,14 @@ def _read_ast(path: str, state: dict[str, Tensor], num_heads: int | None, target
     stride = strides[0]
     t, f, frames = _audio_grid(path, n, stride, patch, length)
     depth = _count(keys.state, r"v\.blocks\.(\d+)\.")
-    mlp = keys.state["v.blocks.0.mlp.fc1.weight"].shape[0] if depth else 0
+    mlp = keys.rows("blocks.0.mlp.fc1.weight")
     cls, dist = keys.take("cls_token", (1, 1, d)), keys.take("dist_token", (1, 1, d))
     blocks = [_timm_block(keys, f"blocks.{i}.", d, mlp) for i in range(depth)]
     norm = _norm(keys, "norm", d)
     keys.drop(r"v\.head(_dist)?\.(weight|bias)")  # DeiT's unused heads
     keys.prefix = ""
     head_norm = _norm(keys, "mlp_head.0", d)
-    n_cls = keys.state.get("mlp_head.1.weight", torch.empty(0, d)).shape[0]
+    n_cls = keys.rows("mlp_head.1.weight")
     head = (keys.take("mlp_head.1.weight", (n_cls, d)), keys.take("mlp_head.1.bias", (n_cls,)))
     keys.finish()
     heads, heads_from = _heads(d, num_heads)
@@ -381,7 +423,7 @@ def _read_cavmae(path: str, state: dict[str, Tensor], num_heads: int | None) -> 
     if n_specific != n_video or not n_shared:
         raise PeerFormatError(f"{path}: blocks_a, blocks_v and blocks_u do not make a CAV-MAE (depths {n_specific}, "
                               f"{n_video}, {n_shared})")
-    mlp = keys.state["blocks_a.0.mlp.fc1.weight"].shape[0]
+    mlp = keys.rows("blocks_a.0.mlp.fc1.weight")
     specific: dict[str, list[dict[str, Tensor]]] = {"a": [], "v": []}
     for m in ("a", "v"):
         for i in range(n_specific):
@@ -405,7 +447,7 @@ def _read_cavmae(path: str, state: dict[str, Tensor], num_heads: int | None) -> 
         keys.drop(r"decoder_.*|mask_token")
     else:
         head_norm = _norm(keys, "mlp_head.0", d)
-        n_cls = keys.state.get("mlp_head.1.weight", torch.empty(0, d)).shape[0]
+        n_cls = keys.rows("mlp_head.1.weight")
         head = (keys.take("mlp_head.1.weight", (n_cls, d)), keys.take("mlp_head.1.bias", (n_cls,)))
     keys.finish()
     sincos = "cav-mae" if pretrain else None
@@ -441,7 +483,7 @@ def _read_audiomae(path: str, state: dict[str, Tensor], extra: dict[str, Any], n
     stride = 10 if custom else patch  # AudioMAE's use_custom_patch: AST's overlapping stride-10 patches
     t, f, frames = _audio_grid(path, pos.shape[1] - 1, stride, patch, None)
     depth = _count(keys.state, r"blocks\.(\d+)\.")
-    mlp = keys.state["blocks.0.mlp.fc1.weight"].shape[0] if depth else 0
+    mlp = keys.rows("blocks.0.mlp.fc1.weight")
     blocks = [_timm_block(keys, f"blocks.{i}.", d, mlp) for i in range(depth)]
     pretrain = keys.has("norm.weight")
     head_norm = head = norm = None
@@ -450,7 +492,7 @@ def _read_audiomae(path: str, state: dict[str, Tensor], extra: dict[str, Any], n
         keys.drop(r"decoder_.*|mask_token")
     else:
         head_norm = _norm(keys, "fc_norm", d)
-        n_cls = keys.state.get("head.weight", torch.empty(0, d)).shape[0]
+        n_cls = keys.rows("head.weight")
         head = (keys.take("head.weight", (n_cls, d)), keys.take("head.bias", (n_cls,)))
     keys.finish()
     tower = Tower(kernel, bias, [cls], [pos[0, 0]], pos[0, 1:].reshape(t, f, d), blocks, norm,
@@ -612,8 +654,9 @@ def init_from_peer(model: MBT, source: str | os.PathLike | PeerCheckpoint, **rea
     field); its grids may differ: positions are resized by the source's rule. Modalities the
     source lacks keep their initialisation; the head is copied only when its class count and
     layout match the source's, else it stays fresh."""
-    ckpt = source if isinstance(source, PeerCheckpoint) else read_peer(source, **read_options)
     cfg = model.config
+    read_options.setdefault("num_heads", cfg.num_heads)  # the .pth files do not record it: the model's
+    ckpt = source if isinstance(source, PeerCheckpoint) else read_peer(source, **read_options)
     loaded = [m for m in cfg.modalities if m in ckpt.towers]
     if not loaded:
         raise PeerFormatError(f"{ckpt.path}: the model's modalities {list(cfg.modalities)} are not in this "
