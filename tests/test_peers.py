@@ -41,7 +41,15 @@ def _run(path: str, inputs: dict[str, np.ndarray], dtype: torch.dtype, modalitie
 
 DTYPES = [(torch.float64, "_f64", 1e-6), (torch.float32, "", 1e-5)]
 AUDIO_AST = "ast_orig_s10/input.npy"
-AUDIO_CAV, IMAGE_CAV = "common/audio_cavmae.npy", "common/image_cavmae.npy"
+AUDIO_CAV = "common/audio_cavmae.npy"
+
+
+def _frames() -> np.ndarray:
+    """CAV-MAE's input image [1, 3, H, W] (ImageNet-normalised) as mbt's rgb input
+    [1, 1, 3, H, W] in [-1, 1]: the converter folds CAV-MAE's normalisation into the kernel."""
+    x = _load("common/image_cavmae.npy").astype(np.float64)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    return ((x * std[:, None, None] + mean[:, None, None]) * 2 - 1)[:, None]
 
 
 @pytest.mark.parametrize("dtype,suffix,bound", DTYPES)
@@ -78,7 +86,7 @@ def test_original_ast_settings_come_from_the_file():
                                              ("videoonly", ("rgb",))])
 @pytest.mark.parametrize("dtype,suffix,bound", DTYPES)
 def test_cavmae_finetuned_paths_give_its_logits(mode, modalities, dtype, suffix, bound):
-    inputs = {"spectrogram": _load(AUDIO_CAV), "rgb": _load(IMAGE_CAV)[:, None]}
+    inputs = {"spectrogram": _load(AUDIO_CAV), "rgb": _frames()}
     inputs = {m: x for m, x in inputs.items() if modalities is None or m in modalities}
     out = _run("cavmae_ft/cavmae_ft.pth", inputs, dtype, modalities, num_heads=4)
     assert np.abs(out.logits.numpy() - _load(f"cavmae_ft/logits_{mode}{suffix}.npy")).max() <= bound
@@ -91,7 +99,7 @@ def test_cavmae_finetuned_paths_give_its_logits(mode, modalities, dtype, suffix,
 
 @pytest.mark.parametrize("dtype,suffix,bound", DTYPES)
 def test_cavmae_pretrained_towers_give_its_features(dtype, suffix, bound):
-    audio, image = _load(AUDIO_CAV), _load(IMAGE_CAV)[:, None]
+    audio, image = _load(AUDIO_CAV), _frames()
     a = _run("cavmae_pretrain/cavmae_pretrain.pth", {"spectrogram": audio}, dtype, ("spectrogram",), num_heads=4)
     v = _run("cavmae_pretrain/cavmae_pretrain.pth", {"rgb": image}, dtype, ("rgb",), num_heads=4)
     want_a = _time_major(_load(f"cavmae_pretrain/feat_a{suffix}.npy"), 8, 16, 0)
@@ -107,7 +115,7 @@ def test_cavmae_pretrained_both_towers_make_a_bottleneck_mbt_with_its_towers():
     report = init_from_peer(model, ckpt)
     assert "head" in report["fresh"] and "bottleneck" in report["fresh"]
     assert not model.head.weight.any()
-    inputs = {"spectrogram": _load(AUDIO_CAV), "rgb": _load(IMAGE_CAV)[:, None]}
+    inputs = {"spectrogram": _load(AUDIO_CAV), "rgb": _frames()}
     with torch.no_grad():
         out = model.double()({m: torch.from_numpy(x).double() for m, x in inputs.items()}, output_tokens=True)
     assert np.abs(out.tokens["rgb"].numpy() - _load("cavmae_pretrain/feat_v_f64.npy")).max() <= 1e-6

@@ -46,6 +46,10 @@ NORMALISATION = {
 AudioMAE use `(x + 4.2677393) / (4.5689974 * 2)`, CAV-MAE `(x + 5.081) / 4.4849`."""
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+"""CAV-MAE's frame normalisation (torchvision `Normalize`, on [0, 1] pixels)."""
+
+
 class _Args:
     """What AudioMAE's pickled `argparse.Namespace` (its training arguments) is read into:
     a plain attribute holder allowed under that one name, so that `weights_only` loading
@@ -406,8 +410,8 @@ def _read_cavmae(path: str, state: dict[str, Tensor], num_heads: int | None) -> 
     if tuple(ka.shape) != (d, 1, patch, patch):
         raise PeerFormatError(f"{path}: patch_embed_a.proj.weight has shape {list(ka.shape)}, expected [D, 1, p, p]")
     ba = keys.take("patch_embed_a.proj.bias", (d,))
-    kv = keys.take("patch_embed_v.proj.weight", (d, 3, patch, patch))
-    bv = keys.take("patch_embed_v.proj.bias", (d,))
+    kv, bv = _fold_imagenet_normalisation(keys.take("patch_embed_v.proj.weight", (d, 3, patch, patch)),
+                                          keys.take("patch_embed_v.proj.bias", (d,)))
     pos_a, pos_v = keys.take("pos_embed_a"), keys.take("pos_embed_v")
     for name, p in (("pos_embed_a", pos_a), ("pos_embed_v", pos_v)):
         if p.dim() != 3 or p.shape[0] != 1 or p.shape[2] != d:
@@ -465,6 +469,18 @@ def _read_cavmae(path: str, state: dict[str, Tensor], num_heads: int | None) -> 
     return PeerCheckpoint(path, "cav-mae-pretrain" if pretrain else "cav-mae-ft", towers,
                           joint_blocks=shared["joint"], joint_norm=norm,
                           head_norm=head_norm, head=head, settings=settings)
+
+
+def _fold_imagenet_normalisation(kernel: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """The patch kernel and bias that give on mbt's frames (in [-1, 1]) what `kernel` gives on
+    ImageNet-normalised ones: x_c -> (x_c + 1) / 2 -> (. - mean_c) / std_c is affine per
+    channel, and non-overlapping unpadded patches make folding its offset into the bias exact."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).reshape(1, 3, 1, 1)
+    k = kernel.to(torch.float64)
+    scale, offset = 1 / (2 * std), (0.5 - mean) / std
+    folded_bias = bias.to(torch.float64) + (k * offset).sum(dim=(1, 2, 3))
+    return (k * scale).to(kernel.dtype), folded_bias.to(bias.dtype)
 
 
 def _read_audiomae(path: str, state: dict[str, Tensor], extra: dict[str, Any], num_heads: int | None) -> PeerCheckpoint:
