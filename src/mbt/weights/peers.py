@@ -18,6 +18,7 @@ alignment; fixed sin-cos tables regenerated; trained tables bilinear) and report
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -765,6 +766,8 @@ def convert_peer(path: str | os.PathLike, out: str | os.PathLike, family: str, *
     data = DataConfig(frontend="kaldi_fbank", spec_mean=mean, spec_std=std, num_mel_bins=MEL_BINS,
                       target_length=cfg.spectrogram_size[0], audio_seconds=min(10.0, cfg.spectrogram_size[0] / 100))
     data = data.sized_for(cfg)
+    if "rgb" in cfg.modalities:  # CAV-MAE: Resize(side) then CenterCrop(side)
+        data = dataclasses.replace(data, min_resize=data.image_size)
     save_pretrained(model.eval(), out, data_config=data, extra={"converted_from": {
         "file": os.path.basename(ckpt.path), "layout": ckpt.layout, "report": report}})
     return model, report
