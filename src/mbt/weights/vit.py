@@ -201,7 +201,8 @@ def init_from_vit(
             if "attn.qkv.bias" not in blk_state:  # ViTs without qkv bias
                 blk_state["attn.qkv.bias"] = torch.zeros(3 * d)
             blk.load_state_dict(blk_state, strict=True)
-    model.norm.load_state_dict({"weight": vit["norm.weight"], "bias": vit["norm.bias"]})
+    for norm in model.final_norms().values():
+        norm.load_state_dict({"weight": vit["norm.weight"], "bias": vit["norm.bias"]})
 
     cls_pos, grid = _split_posemb(vit)
     token = cfg.classifier == "token"
