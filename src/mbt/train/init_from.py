@@ -1,6 +1,6 @@
 """`train.init_from`: the weights a training run starts from, one dispatch for every kind of source.
 
-- an mbt model folder (`save_pretrained`: a converted, released or trained MBT; or `hf-hub:org/name`);
+- an mbt model folder (`save_pretrained`: a converted, released or trained MBT);
 - a run folder (it has `config.yaml`): its `best` model, else `final`, else its latest verified
   training checkpoint (`previous.pt` when `latest.pt` is damaged);
 - anything else: an ImageNet ViT for both towers (`mbt.weights.vit.init_from_vit`: a timm name,
@@ -48,10 +48,6 @@ def init_from(model: MBT, source: str | os.PathLike, data: DataConfig | None = N
     recipe, compared with the one saved with an mbt source."""
     text = os.fspath(source)
     path = Path(text)
-    if text.startswith("hf-hub:"):
-        from ..models.hub import resolve_model_dir
-
-        path = Path(resolve_model_dir(text))
     if (path / "config.yaml").is_file():
         return _from_run_folder(model, path, data)
     if (path / CONFIG_NAME).is_file():
