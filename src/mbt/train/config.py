@@ -188,8 +188,11 @@ class TrainConfig:
     """Mixed precision: 'bf16' autocast, 'fp16' autocast with gradient scaling (CUDA),
     'off' (float32, as official), 'auto' (bf16 on GPUs that support it, else off)."""
     init_from: str | None = PAPER_VIT
-    """Initialise both towers from this ViT (a timm model name, or a local .safetensors /
-    .pth / .npz); None: random initialisation."""
+    """Weights to start from (`mbt.train.init_from`): an ImageNet ViT for both towers (a timm
+    model name, or a local .safetensors / .pth / .npz), an mbt model folder (converted or
+    trained) or a run folder (its best, else final, else latest verified weights), whose
+    towers load and whose head is re-initialised when the classes differ; None: random
+    initialisation."""
     freeze: bool = False
     """Train only the classifier (`head`, and `pre_logits` when the model has one), the
     rest kept as initialised: a frozen-backbone fine-tune, to measure what a representation

@@ -78,6 +78,7 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictions
+from .init_from import init_from
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
@@ -171,8 +172,11 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = MBT(cfg.model)
         if tc.init_from and not resume and d.is_main:  # DDP copies rank 0's weights to the others
-            report = _init_from_vit(self.model, tc.init_from)
+            report = init_from(self.model, tc.init_from, cfg.data)
             log.info("initialised from %s: %s", tc.init_from, report)
+            for key in ("model_differs", "data_differs"):
+                if key in report:  # {field: [source, this run]}
+                    log.warning("train.init_from: %s: %s", key.replace("_", " "), report[key])
         if tc.freeze:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(("head.", "pre_logits.")))
@@ -607,13 +611,3 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(prefix + key)
     return out
-
-
-def _init_from_vit(model: MBT, source: str) -> dict[str, Any]:
-    from ..weights.peers import init_from_peer, peer_source
-    from ..weights.vit import init_from_vit
-
-    peer = peer_source(source, num_heads=model.config.num_heads)  # AST, CAV-MAE, AudioMAE files
-    if peer is not None:
-        return init_from_peer(model, peer)
-    return init_from_vit(model, source)
