@@ -120,7 +120,7 @@ def test_missing_and_damaged_sources_are_refused_by_name(run, tmp_path):
 
     foreign = tmp_path / "hf"
     foreign.mkdir()
-    (foreign / "config.json").write_text('{"model_type": "audio-spectrogram-transformer"}')
+    (foreign / "config.json").write_text('{"model_type": "vit"}')
     with pytest.raises(ValueError, match=r"hf/config\.json: not an mbt config"):
         init_from(model, foreign)
 

@@ -280,3 +280,43 @@ def test_model_settings_that_differ_from_the_source_are_named(tmp_path):
     with pytest.raises(PeerFormatError, match=r"model\.gelu is 'tanh' but the audiomae-pretrain checkpoint needs "
                                               r"'exact'"):
         init_from_peer(model, ckpt)
+
+
+def test_init_from_takes_an_hf_ast_folder_and_refuses_one_without_weights(tmp_path):
+    import shutil
+
+    from mbt.train.init_from import init_from
+
+    ckpt = read_peer(ASSETS / "ast_hf/model")
+    model = MBT(peer_config(ckpt, num_classes=3))
+    report = init_from(model, ASSETS / "ast_hf/model")
+    assert report["layout"] == "ast-hf" and "head" in report["fresh"]
+    assert torch.equal(model.dist_token[0, 0], ckpt.towers["spectrogram"].prefix[1])
+    folder = tmp_path / "ast"
+    folder.mkdir()
+    shutil.copy(ASSETS / "ast_hf/model/config.json", folder)
+    with pytest.raises(PeerFormatError, match=r"ast: a model folder needs config\.json and model\.safetensors"):
+        init_from(model, folder)
+
+
+def test_fine_tuning_starts_from_a_converted_cavmae_folder(tmp_path, capsys):
+    import dataclasses
+
+    from mbt.data.config import load_data_config
+    from mbt.models.config import MBTConfig
+    from mbt.train.loop import train
+
+    from .tiny_experiment import tiny_config
+
+    folder = tmp_path / "cavmae"
+    assert main(["convert", "cav-mae", str(ASSETS / "cavmae_ft/cavmae_ft.pth"), "--out", str(folder),
+                 "--num-heads", "4"]) == 0
+    saved = json.loads((folder / "config.json").read_text())
+    base = tiny_config(f"train.init_from={folder}", "train.epochs=1", "dataset.synthetic_items=8",
+                       "train.batch_size=4")
+    model = MBTConfig.from_dict({**saved["model"], "num_classes": 3, "label_names": None})  # a new label set
+    cfg = dataclasses.replace(base, model=model, data=load_data_config(str(folder)))
+    results = train(cfg, tmp_path / "run", progress=False)
+    assert results["steps"] == 2
+    log = (tmp_path / "run/log.txt").read_text()
+    assert "mbt model folder" in log and "re-initialised (5 classes in the source, 3 here)" in log
