@@ -320,3 +320,33 @@ def test_fine_tuning_starts_from_a_converted_cavmae_folder(tmp_path, capsys):
     assert results["steps"] == 2
     log = (tmp_path / "run/log.txt").read_text()
     assert "mbt model folder" in log and "re-initialised (5 classes in the source, 3 here)" in log
+
+
+def test_a_kept_cls_token_attends_but_a_pooling_head_averages_the_patches_only():
+    from mbt.models.config import MBTConfig
+    from mbt.weights.scenic import ScenicFormatError, to_scenic
+    from mbt.weights.vit import init_from_vit
+
+    cfg = MBTConfig(modalities=("spectrogram",), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, fusion_layer=2,
+                    spectrogram_size=(32, 16), patch_size=(8, 8), classifier="gap", cls_token=True,
+                    final_norm=False, head_norm=True, num_classes=3)
+    torch.manual_seed(0)
+    model = MBT(cfg).eval()
+    assert "norm.weight" not in model.state_dict() and model.pos_embed["spectrogram"].shape[1] == 1 + 8
+    torch.nn.init.normal_(model.head.weight)
+    x = {"spectrogram": torch.randn(2, 32, 16)}
+    with torch.no_grad():
+        out = model(x, output_tokens=True)
+        want = model.head(model.head_norm(out.tokens["spectrogram"][:, 1:].mean(dim=1)))
+        assert torch.allclose(out.logits, want, atol=1e-6)
+        model.cls_tokens["spectrogram"].add_(torch.randn(1, 1, 16))  # the cls token takes part in attention
+        assert not torch.allclose(model(x).logits, out.logits, atol=1e-4)
+    vit = {k: v for k, v in MBT(cfg.replace(classifier="token", cls_token=False, final_norm=True)).state_dict().items()}
+    state = {"patch_embed.proj.weight": vit["embeddings.spectrogram.proj.weight"],
+             "patch_embed.proj.bias": vit["embeddings.spectrogram.proj.bias"], "cls_token": torch.ones(1, 1, 16),
+             "pos_embed": torch.randn(1, 1 + 4, 16), "norm.weight": torch.ones(16), "norm.bias": torch.zeros(16),
+             **{f"blocks.{k[len('towers.spectrogram.'):]}": v for k, v in vit.items() if k.startswith("towers.")}}
+    init_from_vit(model, state)  # a ViT fills the kept cls token and its position row too
+    assert torch.equal(model.cls_tokens["spectrogram"], torch.ones(1, 1, 16))
+    with pytest.raises(ScenicFormatError, match="final_norm=False, cls_token=True"):
+        to_scenic(model)

@@ -71,7 +71,8 @@ def patch_attention(model: MBT, out: MBTOutput, grads: list[dict[str, torch.Tens
     for m in present:
         key = m if m in out.attention_layout[last] else "joint"
         seg = _segments(out.attention_layout[last][key])
-        prefix = [seg[s] for s in (f"cls:{m}", f"dist:{m}") if s in seg]  # the tokens the head pools
+        pooled_by_head = cfg.classifier == "token"  # a cls kept with a pooling head is not what it pools
+        prefix = [seg[s] for s in (f"cls:{m}", f"dist:{m}") if s in seg and pooled_by_head]  # the head's tokens
         rows = slice(prefix[0].start, prefix[-1].stop) if prefix else slice(None)
         heat[m] = heads_mean(last, key)[rows, seg[m]].mean(0).numpy()
     who = "all tokens'"

@@ -326,7 +326,7 @@ def state_dict_from_scenic(params: Mapping[str, np.ndarray], cfg: MBTConfig) -> 
 
 
 NON_SCENIC_OPTIONS = ("gelu", "layer_norm_eps", "spectrogram_patch_stride", "distillation_token",
-                      "modality_norm", "head_norm")
+                      "modality_norm", "head_norm", "head_norm_eps", "final_norm", "cls_token")
 """`MBTConfig` fields for encoders trained elsewhere; Scenic's MBT has only their defaults."""
 
 

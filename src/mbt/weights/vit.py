@@ -219,7 +219,7 @@ def init_from_vit(
             pos = resize_grid(grid, (h, w)).reshape(h * w, d).repeat(t, 1)
             if m == "spectrogram" and cfg.distillation_token:  # DeiT's own, else the cls position
                 pos = torch.cat([_cls_position(dist_pos if dist_pos is not None else cls_pos, d), pos])
-            if token:
+            if m in model.cls_tokens:  # the token head's, or a kept cls with a pooling head
                 pos = torch.cat([_cls_position(cls_pos, d), pos])
             model.pos_embed[m].copy_(pos.unsqueeze(0))
         report["pos_embed"] = {m: [*cfg.patch_grid(m)] for m in cfg.modalities}
@@ -257,8 +257,8 @@ def init_from_vit(
                 proj.weight.copy_(kernel)
             proj.bias.copy_(bias)
 
-    if token and "cls_token" in vit:
-        for m in cfg.modalities:
+    if "cls_token" in vit:
+        for m in model.cls_tokens:
             if m == "rgb" or cfg.num_modalities == 1 or restore_spectrogram_cls:
                 model.cls_tokens[m].copy_(vit["cls_token"].reshape(1, 1, d))
     if model.dist_token is not None:  # a copy of the cls token would stay its twin: zero unless DeiT has one
