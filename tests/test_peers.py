@@ -30,9 +30,14 @@ def _time_major(tokens: np.ndarray, f: int, t: int, prefix: int) -> np.ndarray:
     return np.concatenate([tokens[:, :prefix], grid.reshape(tokens.shape[0], f * t, -1)], axis=1)
 
 
+ONE_FRAME = {"num_frames": 1, "n_sampled_frames": 1}
+"""CAV-MAE's input: one frame (a converted pretrained encoder gets MBT's 8 by default)."""
+
+
 def _run(path: str, inputs: dict[str, np.ndarray], dtype: torch.dtype, modalities=None, **read):
     ckpt = read_peer(ASSETS / path, **read)
-    model = MBT(peer_config(ckpt, modalities)).eval()
+    frames = ONE_FRAME if "rgb" in inputs else {}
+    model = MBT(peer_config(ckpt, modalities, **frames)).eval()
     init_from_peer(model, ckpt)
     model = model.to(dtype)
     with torch.no_grad():
@@ -109,7 +114,7 @@ def test_cavmae_pretrained_towers_give_its_features(dtype, suffix, bound):
 
 def test_cavmae_pretrained_both_towers_make_a_bottleneck_mbt_with_its_towers():
     ckpt = read_peer(ASSETS / "cavmae_pretrain/cavmae_pretrain.pth", num_heads=4)
-    cfg = peer_config(ckpt, num_classes=3)
+    cfg = peer_config(ckpt, num_classes=3, **ONE_FRAME)
     assert (cfg.fusion, cfg.modality_norm, cfg.classifier, cfg.num_classes) == ("bottleneck", True, "gap", 3)
     model = MBT(cfg.replace(test_with_bottlenecks=False)).eval()  # every layer unimodal: the towers alone
     report = init_from_peer(model, ckpt)
@@ -350,3 +355,23 @@ def test_a_kept_cls_token_attends_but_a_pooling_head_averages_the_patches_only()
     assert torch.equal(model.cls_tokens["spectrogram"], torch.ones(1, 1, 16))
     with pytest.raises(ScenicFormatError, match="final_norm=False, cls_token=True"):
         to_scenic(model)
+
+
+def test_the_vggsound_cavmae_preset_starts_from_a_converted_pretrained_cavmae(tmp_path):
+    """The preset's model, at the size of the test file, loads the converted folder: MBT's 8
+    frames (the one-frame positions tiled), the head re-initialised for VGGSound's classes."""
+    from mbt.train.init_from import init_from
+    from mbt.train.presets import PRESETS
+
+    folder = tmp_path / "cav-mae"
+    assert main(["convert", "cav-mae", str(ASSETS / "cavmae_pretrain/cavmae_pretrain.pth"), "--out", str(folder),
+                 "--num-heads", "4"]) == 0
+    preset = PRESETS["vggsound-cavmae"]().model
+    model = MBT(preset.replace(hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, fusion_layer=1,
+                               spectrogram_size=(256, 128), image_size=(64, 64)))
+    report = init_from(model, folder)
+    assert report["head"].startswith("re-initialised (527 classes in the source, 309 here)")
+    converted = MBT.from_pretrained(str(folder))
+    assert torch.equal(model.pos_embed["rgb"], converted.pos_embed["rgb"])
+    assert model.pos_embed["rgb"].shape[1] == 8 * 16
+    assert torch.equal(model.pos_embed["rgb"][0, :16], model.pos_embed["rgb"][0, 16:32])  # tiled over frames

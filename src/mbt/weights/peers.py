@@ -532,7 +532,8 @@ def peer_config(ckpt: PeerCheckpoint, modalities: tuple[str, ...] | None = None,
     towers' shared layers with the joint norms, joint final norm, mean of all tokens, head
     norm) or one branch alone (its modality norms); AudioMAE fine-tuned as a kept cls token,
     no final norm, mean of the patch tokens and `fc_norm`. Pretrained encoders get a fresh
-    head; CAV-MAE's two towers then fuse through bottlenecks from the paper's layer (8 of
+    head (CAV-MAE's: mean pooling and a head norm, as its fine-tuning) and MBT's sampled
+    frames; CAV-MAE's two towers then fuse through bottlenecks from the paper's layer (8 of
     12, scaled) with per-modality final norms. `num_classes` other than the source's gives
     a fresh head."""
     s = ckpt.settings
@@ -553,8 +554,9 @@ def peer_config(ckpt: PeerCheckpoint, modalities: tuple[str, ...] | None = None,
     if "spectrogram" in modalities:
         cfg.update(spectrogram_size=s["spectrogram_size"], spectrogram_channels=1,
                    spectrogram_patch_stride=None if s["stride"] == cfg["patch_size"] else s["stride"])
-    if "rgb" in modalities:
-        cfg.update(image_size=s["image_size"], num_frames=1, n_sampled_frames=1, temporal_encoding="temporal_sampling")
+    if "rgb" in modalities:  # a complete CAV-MAE sees one frame; an encoder to fine-tune gets MBT's frames
+        frames = {"num_frames": 1, "n_sampled_frames": 1} if ckpt.head is not None else {}
+        cfg.update(image_size=s["image_size"], temporal_encoding="temporal_sampling", **frames)
     family = ckpt.family
     if family == "ast":
         cfg.update(classifier="token", distillation_token=True, head_norm=True, head_norm_eps=s.get("head_norm_eps"))
@@ -562,12 +564,12 @@ def peer_config(ckpt: PeerCheckpoint, modalities: tuple[str, ...] | None = None,
         cfg.update(classifier="gap", cls_token=True, final_norm=False, head_norm=True)
     elif ckpt.layout == "audiomae-pretrain":
         cfg.update(classifier="token")
-    elif len(modalities) == 1:  # one CAV-MAE branch: its modality-specific norms
-        cfg.update(classifier="gap", head_norm=ckpt.head is not None)
+    elif len(modalities) == 1:  # one CAV-MAE branch: its modality-specific norms; a head as CAV-MAE's
+        cfg.update(classifier="gap", head_norm=True)
     elif ckpt.layout == "cav-mae-ft":
         cfg.update(classifier="gap", head_norm=True, fusion="vanilla", fusion_layer=s["fusion_layer"])
     else:
-        cfg.update(classifier="gap", fusion="bottleneck", modality_norm=True,
+        cfg.update(classifier="gap", head_norm=True, fusion="bottleneck", modality_norm=True,
                    fusion_layer=round(8 * cfg["num_layers"] / 12))
     cfg.update(overrides)
     return MBTConfig(**cfg)
