@@ -375,3 +375,20 @@ def test_the_vggsound_cavmae_preset_starts_from_a_converted_pretrained_cavmae(tm
     assert torch.equal(model.pos_embed["rgb"], converted.pos_embed["rgb"])
     assert model.pos_embed["rgb"].shape[1] == 8 * 16
     assert torch.equal(model.pos_embed["rgb"][0, :16], model.pos_embed["rgb"][0, 16:32])  # tiled over frames
+
+
+def test_the_audioset_ast_preset_starts_from_a_converted_original_ast(tmp_path):
+    from mbt.train.init_from import init_from
+    from mbt.train.presets import PRESETS
+
+    folder = tmp_path / "ast"
+    assert main(["convert", "ast", str(ASSETS / "ast_orig_s10/ast_s10.pth"), "--out", str(folder), "--num-heads", "4",
+                 "--target-length", "256", "--num-classes", "527"]) == 0
+    preset = PRESETS["audioset-ast"]().model
+    model = MBT(preset.replace(hidden_size=64, num_layers=2, num_heads=4, mlp_dim=256, fusion_layer=2,
+                               spectrogram_size=(256, 128)))
+    report = init_from(model, folder)
+    source = torch.load(ASSETS / "ast_orig_s10/ast_s10.pth", weights_only=True)
+    assert torch.equal(model.dist_token, source["module.v.dist_token"])
+    assert report["head"] == "loaded"
+    assert report["model_differs"]["head_norm_eps"] == [1e-5, None]  # AST's head norm is nn.LayerNorm's: reported
