@@ -214,6 +214,9 @@ def test_convert_cli_one_cavmae_branch_and_a_fresh_head(tmp_path, capsys):
     assert (saved["spec_mean"], saved["spec_std"], saved["target_length"]) == (-5.081, 4.4849, 256)
     assert main(["convert", "audiomae", str(ASSETS / "cavmae_ft/cavmae_ft.pth"), "--out", str(tmp_path / "x")]) == 1
     assert "cav-mae-ft checkpoint, not audiomae" in capsys.readouterr().err
+    hf = str(ASSETS / "ast_hf/model")
+    assert main(["convert", "ast", hf, "--out", str(tmp_path / "y"), "--modalities", "rgb"]) == 1
+    assert "ast-hf checkpoint has no rgb encoder" in capsys.readouterr().err
 
 
 def test_fine_tuning_starts_from_a_cavmae_checkpoint(tmp_path):
