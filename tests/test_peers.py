@@ -395,3 +395,21 @@ def test_the_audioset_ast_preset_starts_from_a_converted_original_ast(tmp_path):
     assert torch.equal(model.dist_token, source["module.v.dist_token"])
     assert report["head"] == "loaded"
     assert report["model_differs"]["head_norm_eps"] == [1e-5, None]  # AST's head norm is nn.LayerNorm's: reported
+
+
+def test_an_audiomae_finetuned_file_with_the_fixed_table_has_it_regenerated(tmp_path):
+    import argparse
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ft = torch.load(ASSETS / "audiomae_ft/audiomae_ft.pth", weights_only=True)
+        pre = torch.load(ASSETS / "audiomae_pretrain/audiomae_pretrain.pth", weights_only=True)
+    trained = read_peer(ASSETS / "audiomae_ft/audiomae_ft.pth", num_heads=4)  # random positions: resampled
+    model = MBT(peer_config(trained, spectrogram_size=(128, 128)))
+    assert "bilinear" in init_from_peer(model, trained)["positions"]["spectrogram"]
+    ft["model"]["pos_embed"] = pre["model"]["pos_embed"]  # as AudioMAE's fine-tuning keeps it
+    torch.save(ft, tmp_path / "ft.pth")
+    fixed = read_peer(tmp_path / "ft.pth", num_heads=4)
+    model = MBT(peer_config(fixed, spectrogram_size=(128, 128)))
+    assert "regenerated" in init_from_peer(model, fixed)["positions"]["spectrogram"]
+    want = _load("audiomae_pretrain/pos_embed_len128.npy")[1:]
+    assert np.abs(model.pos_embed["spectrogram"].detach().numpy()[0, 1:] - want).max() <= 1e-6

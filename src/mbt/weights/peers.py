@@ -512,8 +512,11 @@ def _read_audiomae(path: str, state: dict[str, Tensor], extra: dict[str, Any], n
         n_cls = keys.rows("head.weight")
         head = (keys.take("head.weight", (n_cls, d)), keys.take("head.bias", (n_cls,)))
     keys.finish()
-    tower = Tower(kernel, bias, [cls], [pos[0, 0]], pos[0, 1:].reshape(t, f, d), blocks, norm,
-                  "audiomae" if pretrain else None)
+    tower = Tower(kernel, bias, [cls], [pos[0, 0]], pos[0, 1:].reshape(t, f, d), blocks, norm)
+    # fine-tuning keeps the pretraining's fixed table (requires_grad=False): regenerate it too
+    fixed = _regenerate(tower, "audiomae", "spectrogram", (t, f), torch.float64)
+    if pretrain or torch.allclose(tower.grid.to(torch.float64), fixed, atol=1e-6):
+        tower.sincos = "audiomae"
     heads, heads_from = _heads(d, num_heads)
     settings = {"layer_norm_eps": 1e-6, "gelu": "exact", "stride": (stride, stride),
                 "spectrogram_size": (frames, MEL_BINS), "num_heads": heads,
