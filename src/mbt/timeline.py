@@ -22,7 +22,7 @@ import os
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from .data import views
-from .data.augment import spatial_crops
 from .data.config import DataConfig
 from .data.decode import (
     AudioFeed,
@@ -44,7 +43,6 @@ from .data.decode import (
     normalise_rotation,
     rotate,
 )
-from .data.features import log_mel
 
 
 # ---------------------------------------------------------------------------- windows
@@ -316,12 +314,13 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         total.index_add_(0, torch.tensor([p[0] for p in pending]), logits)
         pending.clear()
 
+    inputs = views.ClipInputs(replace(data, num_test_crops=1), "test", rgb="rgb" in present)
     try:
         note = missing_note(mods, present, path)
         for w, cs in enumerate(tqdm(centres, desc=Path(path).name, unit="window", disable=not progress,
                                     file=sys.stderr)):
             for c in cs:
-                pending.append((w, _clip_inputs(stream, present, data, c, frame_times(c))))
+                pending.append((w, _clip_inputs(stream, present, inputs, c, frame_times(c))))
             if w + 1 < len(centres):  # what the next window needs starts here
                 nxt = centres[w + 1][0]
                 stream.release(frame_times(nxt)[0], max(nxt - data.audio_seconds / 2, 0.0))
@@ -340,16 +339,15 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     return Timeline(path, window, hop, np.array(starts), ends, scores, predictor.class_names, present, note, stats)
 
 
-def _clip_inputs(stream: MediaStream, present: tuple[str, ...], data: DataConfig, centre: float,
+def _clip_inputs(stream: MediaStream, present: tuple[str, ...], inputs: views.ClipInputs, centre: float,
                  times: list[float]) -> dict[str, torch.Tensor]:
-    """One clip's model inputs, as `AVDataset` makes them for a test view (centre crop)."""
-    out = {}
-    if "rgb" in present:
-        out["rgb"] = spatial_crops(stream.frames(times), data, num_crops=1)[0]
-    if "spectrogram" in present:
-        audio = stream.audio(max(centre - data.audio_seconds / 2, 0.0), data.audio_seconds)
-        out["spectrogram"] = log_mel(torch.from_numpy(audio), data)
-    return out
+    """One clip's model inputs, made by `inputs` (a test-split `ClipInputs` with one centre crop)
+    as `AVDataset` makes them."""
+    data = inputs.cfg
+    rgb = stream.frames(times) if "rgb" in present else None
+    audio = (stream.audio(max(centre - data.audio_seconds / 2, 0.0), data.audio_seconds)
+             if "spectrogram" in present else None)
+    return inputs(rgb, audio, 0, torch.Generator())  # a test view draws nothing
 
 
 # ---------------------------------------------------------------------------- outputs

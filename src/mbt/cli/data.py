@@ -144,9 +144,10 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     """The middle clip, as evaluation would see it."""
-    from ..data.augment import VideoTransform
+    import torch
+
     from ..data.decode import media_duration, read_clip
-    from ..data.features import log_mel
+    from ..data.views import ClipInputs
 
     centre = media_duration(path, cfg.video_stream, cfg.audio_stream) / 2
     first = max(centre - cfg.clip_seconds / 2, 0.0)
@@ -154,8 +155,8 @@ def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     audio_start = max(centre - cfg.audio_seconds / 2, 0.0)
     clip = read_clip(path, times, audio_start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode,
                      resize_short_side=cfg.min_resize, video_stream=cfg.video_stream, audio_stream=cfg.audio_stream)
-    rgb = VideoTransform(cfg, train=False)(clip.rgb)
-    spec = log_mel(clip.audio, cfg)
+    inputs = ClipInputs(cfg, "val")(clip.rgb, clip.audio, 0, torch.Generator())  # a val view draws nothing
+    rgb, spec = inputs["rgb"], inputs["spectrogram"]
     return {
         "frame_times": [round(float(t), 4) for t in clip.frame_times],
         "decoded_rgb": list(clip.rgb.shape),

@@ -1,4 +1,4 @@
-"""Data: decoding video files, log-mel features, augmentation, annotation formats, datasets."""
+"""Data: decoding video files, log-mel and Kaldi fbank features, augmentation, annotation formats, datasets."""
 
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ _EXPORTS = {
     "ShardStream": ".shards",
     "build_loader": ".loader",
     "build_stream_loader": ".shards",
+    "kaldi_fbank": ".features",
     "load_annotations": ".annotations",
     "prepare_shards": ".shards",
 }

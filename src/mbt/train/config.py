@@ -196,8 +196,11 @@ class TrainConfig:
     """Mixed precision: 'bf16' autocast, 'fp16' autocast with gradient scaling (CUDA),
     'off' (float32, as official), 'auto' (bf16 on GPUs that support it, else off)."""
     init_from: str | None = PAPER_VIT
-    """Initialise both towers from this ViT (a timm model name, or a local .safetensors /
-    .pth / .npz); None: random initialisation."""
+    """Weights to start from (`mbt.train.init_from`): an ImageNet ViT for both towers (a timm
+    model name, or a local .safetensors / .pth / .npz), an mbt model folder (converted or
+    trained) or a run folder (its best, else final, else latest verified weights), whose
+    towers load and whose head is re-initialised when the classes differ; None: random
+    initialisation."""
     freeze: bool = False
     """Train only the classifier (`head`, and `pre_logits` when the model has one), the
     rest kept as initialised: a frozen-backbone fine-tune, to measure what a representation
@@ -299,21 +302,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Raise `ConfigError` naming the fields that disagree across sections."""
         m, d = self.model, self.data
-        if "rgb" in m.modalities:
-            if m.num_frames != d.num_frames:
-                raise ConfigError(f"model.num_frames={m.num_frames} differs from data.num_frames={d.num_frames}")
-            if m.image_size != (d.image_size, d.image_size):
-                raise ConfigError(
-                    f"model.image_size={list(m.image_size)} differs from data.image_size={d.image_size}"
-                )
-        if "spectrogram" in m.modalities:
-            want = (d.num_spectrogram_frames, d.num_mel_bins)
-            if m.spectrogram_size != want:
-                raise ConfigError(
-                    f"model.spectrogram_size={list(m.spectrogram_size)} differs from the data's "
-                    f"[num_spectrogram_frames, num_mel_bins]={list(want)} (data.audio_seconds, "
-                    f"data.hop_ms, data.num_mel_bins)"
-                )
+        d.check_fits(m)
         if self.train.mixmod and m.classifier != "token":
             raise ConfigError("train.mixmod: needs model.classifier='token' (one head per modality)")
         if self.train.modality_dropout and len(m.modalities) < 2:

@@ -85,6 +85,7 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import EvalResult, evaluate, json_safe, write_predictions
+from .init_from import init_from
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
@@ -178,8 +179,11 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = MBT(cfg.model)
         if tc.init_from and not resume and d.is_main:  # DDP copies rank 0's weights to the others
-            report = _init_from_vit(self.model, tc.init_from)
+            report = init_from(self.model, tc.init_from, cfg.data)
             log.info("initialised from %s: %s", tc.init_from, report)
+            for key in ("model_differs", "data_differs"):
+                if key in report:  # {field: [source, this run]}
+                    log.warning("train.init_from: %s: %s", key.replace("_", " "), report[key])
         if tc.freeze:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(("head.", "pre_logits.")))
@@ -614,9 +618,3 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(prefix + key)
     return out
-
-
-def _init_from_vit(model: MBT, source: str) -> dict[str, Any]:
-    from ..weights.vit import init_from_vit
-
-    return init_from_vit(model, source)
