@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
+from ..data.shards.remote import ReadConfig
 from ..io import atomic_write
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
@@ -110,6 +111,17 @@ class DatasetConfig:
     sees its own shards; evaluation still reads item by item."""
     shuffle_buffer: int = 256
     """With `stream`: samples each loader worker holds and draws from at random."""
+    read_retries: int = 5
+    """Shards at URLs: further tries after a transient error (connection refused/reset, timeout,
+    HTTP 5xx), waiting `read_backoff` s, then twice as long each time (at most 30 s); then the run
+    stops with an error naming the URL and the cause (also with `skip_bad`: an outage is not a bad
+    item). See `mbt.data.shards.remote`."""
+    read_backoff: float = 0.5
+    """Seconds before the first retry of a remote read."""
+    read_timeout: float = 60.0
+    """Seconds a remote connection or read may block before it counts as a (retried) timeout."""
+    read_ahead_mib: int = 64
+    """With `stream` and shards at URLs: MiB each loader worker reads ahead of its decoding."""
 
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):
@@ -130,6 +142,15 @@ class DatasetConfig:
             raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
+        try:
+            self.read_config()
+        except ValueError as e:
+            raise ConfigError(f"read_retries / read_backoff / read_timeout / read_ahead_mib: {e}") from e
+
+    def read_config(self) -> ReadConfig:
+        """How shards at URLs are read (`read_*` fields)."""
+        return ReadConfig(retries=self.read_retries, backoff=self.read_backoff, timeout=self.read_timeout,
+                          read_ahead_mib=self.read_ahead_mib)
 
 
 @dataclass

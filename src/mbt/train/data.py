@@ -101,7 +101,7 @@ def _read_split(cfg: ExperimentConfig, split: str, class_names: list[str] | None
     if not files:
         return None
     if ds.format == SHARDS:
-        return load_shard_annotations(_shard_folder(ds, split))
+        return load_shard_annotations(_shard_folder(ds, split), ds.read_config())
     options: dict[str, Any] = {
         "classes": class_names if class_names is not None else _path(ds, ds.classes),
         "verb_classes": _path(ds, ds.verb_classes),
@@ -186,11 +186,13 @@ def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | 
         return ShardStream(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, shuffle_buffer=cfg.dataset.shuffle_buffer,
+            read=cfg.dataset.read_config(),
         )
     if cfg.dataset.format == SHARDS:
         return ShardDataset(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, annotations=annotations,
+            read=cfg.dataset.read_config(),
         )
     return AVDataset(
         annotations, cfg.data, split, modalities=cfg.model.modalities, seed=cfg.train.seed,  # type: ignore[arg-type]

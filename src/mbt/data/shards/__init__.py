@@ -68,18 +68,26 @@ written; a re-run with the same arguments keeps the shards whose index matches t
 redoes the others. Readers refuse a folder without manifest.json (an unfinished run), a shard whose
 size differs from the manifest, and a tar that ends early or holds fewer samples than listed.
 
-Modules: `format` (names, recipe, `ShardConfig`), `io` (local or fsspec reading, `ShardSet`), `dataset`
+Remote folders (http(s)://, s3://, gs://, ...): reads retry transient errors with backoff and then fail
+with `RemoteReadError` naming the URL and the cause, whatever `skip_bad` says (an outage is not a bad
+item); HTTP servers without range requests work; sequential reads are read ahead (`remote`, `ReadConfig`).
+
+Modules: `format` (names, recipe, `ShardConfig`), `remote` (URL reads: retries, ranges, read-ahead),
+`io` (local or remote reading, `ShardSet`), `dataset`
 (random access), `stream` (sequential reading and its loader), `writer` (`prepare_shards`).
 """
 
 from .dataset import ShardDataset
 from .format import RECIPE_FIELDS, ShardConfig, ShardError
 from .io import ShardSet, load_shard_annotations, open_shards
+from .remote import ReadConfig, RemoteReadError
 from .stream import ShardStream, StreamLoader, build_stream_loader
 from .writer import prepare_shards
 
 __all__ = [
     "RECIPE_FIELDS",
+    "ReadConfig",
+    "RemoteReadError",
     "ShardConfig",
     "ShardDataset",
     "ShardError",

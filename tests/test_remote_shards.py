@@ -1,0 +1,129 @@
+"""Shard folders over HTTP (a server on 127.0.0.1): transient failures retried, an outage reported once
+with the URL and its cause (with or without skip_bad), servers without range requests, missing backends."""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mbt.data.annotations import parse_folder
+from mbt.data.shards import (
+    ReadConfig,
+    RemoteReadError,
+    ShardConfig,
+    ShardDataset,
+    ShardStream,
+    prepare_shards,
+)
+from mbt.data.shards.remote import _NO_RANGE_HOSTS, url_fs
+
+from .http_server import FileServer, folder_url
+from .test_shards import CFG, VIDEOS, write_video
+
+FAST = ReadConfig(retries=3, backoff=0.01, max_backoff=0.05, timeout=5.0)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A served folder holding `val/`: 5 videos as val shards of 2 samples (3 shards)."""
+    base = tmp_path_factory.mktemp("served")
+    media = base / "media"
+    for name, freq in VIDEOS:
+        (media / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(media / name, freq)
+    prepare_shards(parse_folder(media), CFG, base / "val", ShardConfig(mode="val", shard_size=2))
+    return base
+
+
+def _same_items(a, b) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x["index"] == y["index"]
+        assert torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["spectrogram"], y["spectrogram"])
+
+
+def _stream(location, read=FAST):
+    return sorted(ShardStream(location, CFG, "val", read=read), key=lambda it: it["index"])
+
+
+@pytest.mark.parametrize("fail_with", ["503", "reset"])
+def test_transient_failures_are_retried(root, fail_with):
+    local = ShardDataset(root / "val", CFG, "val")
+    expected = [local[i] for i in range(len(local))]
+    with FileServer(root, fail_first=3, fail_with=fail_with) as server:
+        remote = ShardDataset(folder_url(server, root, root / "val"), CFG, "val", read=FAST)  # manifest: 3 failures
+        assert server.failed == 3
+        server.failed = 0  # three more, now on the sample reads
+        _same_items(expected, [remote[i] for i in range(len(remote))])
+        assert server.failed == 3
+        server.failed = 0
+        _same_items(expected, _stream(folder_url(server, root, root / "val")))
+        assert server.failed == 3
+
+
+def test_retries_spent_give_one_error_naming_the_url(root):
+    with FileServer(root, fail_first=100) as server:
+        url = folder_url(server, root, root / "val")
+        with pytest.raises(RemoteReadError, match=rf"{url}/manifest.json: unreachable after 4 tries .*HTTP 503"):
+            ShardDataset(url, CFG, "val", read=FAST)
+        assert server.requests == 4
+
+
+def test_missing_file_is_not_retried(root):
+    with FileServer(root) as server:
+        with pytest.raises(OSError, match=r"nowhere/manifest.json: no manifest"):
+            ShardDataset(f"{server.url}/nowhere", CFG, "val", read=FAST)
+        assert server.requests == 1
+
+
+def test_server_killed_mid_stream_is_one_clear_error(root):
+    with FileServer(root, kill_after=30_000) as server:
+        url = folder_url(server, root, root / "val")
+        stream = ShardStream(url, CFG, "val", read=FAST, skip_bad=True)  # an outage is no bad item
+        with pytest.raises(RemoteReadError) as info:
+            list(stream)
+    message = str(info.value)
+    assert f"{url}/shard-00000" in message and "ConnectionRefusedError" in message
+    assert int(re.search(r"connection lost at byte (\d+)", message).group(1)) > 0  # mid-file
+    assert "truncated" not in message
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_server_down_during_random_access_is_one_clear_error(root, skip_bad):
+    server = FileServer(root)
+    url = folder_url(server, root, root / "val")
+    with server:
+        dataset = ShardDataset(url, CFG, "val", read=FAST, skip_bad=skip_bad)
+        dataset[0]
+    with pytest.raises(RemoteReadError, match=rf"{url}/shard-0000\d\d\.tar: unreachable after 4 tries .*"
+                                              "ConnectionRefusedError"):
+        dataset[1]
+
+
+def test_server_without_range_requests(root):
+    local = ShardDataset(root / "val", CFG, "val")
+    expected = [local[i] for i in range(len(local))]
+    with FileServer(root, ranges=False) as server:
+        _NO_RANGE_HOSTS.discard(server.url)
+        remote = ShardDataset(folder_url(server, root, root / "val"), CFG, "val", read=FAST)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            items = [remote[i] for i in range(len(remote))]
+        assert server.range_requests >= len(remote)  # asked for ranges, got whole files
+        assert sum("ignores HTTP range requests" in str(w.message) for w in caught) == 1
+        _same_items(expected, items)
+        _same_items(expected, _stream(folder_url(server, root, root / "val")))
+
+
+def test_missing_backend_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"^s3://bucket/shards: reading s3:// URLs needs s3fs "
+                                          r"\(pip install 'mbt\[s3\]'\)$"):
+        url_fs("s3://bucket/shards")
