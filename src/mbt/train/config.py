@@ -36,6 +36,8 @@ SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
 """`dataset.format` of shard folders written by `mbt data prepare` (see `mbt.data.shards`)."""
+WEBDATASET = "webdataset"
+"""`dataset.format` of standard WebDataset tars of media files and labels (`mbt.data.shards.webdataset`)."""
 
 
 @dataclass
@@ -47,8 +49,10 @@ class DatasetConfig:
     """Annotation format: 'folder', 'csv', 'jsonl', 'audioset', 'vggsound', 'epic100',
     'kinetics', 'kinetics-sounds', 'moments-in-time', 'shards' (folders written by `mbt data prepare`, local or
     fsspec URLs: `train`, `val`, `test` each name one folder, prepared with `--mode` of that
-    split; classes and media come from the shards), or 'synthetic' (generated tensors, no
-    files: for smoke tests and benchmarks of the training stack)."""
+    split; classes and media come from the shards), 'webdataset' (tars of media files and `.cls` /
+    `.json` labels as the `webdataset` package writes them: `train`, `val`, `test` list tar paths or
+    URLs, brace patterns such as `shards-{000000..000009}.tar` expanded; class names from `classes`),
+    or 'synthetic' (generated tensors, no files: for smoke tests and benchmarks of the training stack)."""
     root: str | None = None
     """Folder holding the media files (located by the format's naming patterns)."""
     annotations_dir: str | None = None

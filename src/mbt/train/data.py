@@ -14,9 +14,10 @@ from torch.utils.data import Dataset
 from ..data.annotations import Annotations, load_annotations
 from ..data.dataset import AVDataset
 from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
+from ..data.shards.webdataset import WebDataset, load_webdataset
 from ..data.subsets import balanced_subset, hold_out
 from ..models.config import ConfigError
-from .config import SHARDS, SYNTHETIC, DatasetConfig, ExperimentConfig
+from .config import SHARDS, SYNTHETIC, WEBDATASET, DatasetConfig, ExperimentConfig
 from .synthetic import SyntheticAVDataset, synthetic_annotations
 
 SPLITS = ("train", "val", "test")
@@ -28,7 +29,7 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     return os.path.join(ds.annotations_dir, path)
 
 
-NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
+NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds", WEBDATASET)
 """Formats whose class list can be given as names (e.g. a trained model's `label_names`)."""
 
 
@@ -102,6 +103,9 @@ def _read_split(cfg: ExperimentConfig, split: str, class_names: list[str] | None
         return None
     if ds.format == SHARDS:
         return load_shard_annotations(_shard_folder(ds, split), ds.read_config())
+    if ds.format == WEBDATASET:
+        return load_webdataset([_path(ds, f) for f in files], class_names or _path(ds, ds.classes),  # type: ignore[misc]
+                               skip_bad=ds.skip_bad, read=ds.read_config())
     options: dict[str, Any] = {
         "classes": class_names if class_names is not None else _path(ds, ds.classes),
         "verb_classes": _path(ds, ds.verb_classes),
@@ -194,6 +198,9 @@ def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | 
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, annotations=annotations,
             read=cfg.dataset.read_config(),
         )
+    if cfg.dataset.format == WEBDATASET:
+        return WebDataset(annotations, cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
+                          seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, read=cfg.dataset.read_config())
     return AVDataset(
         annotations, cfg.data, split, modalities=cfg.model.modalities, seed=cfg.train.seed,  # type: ignore[arg-type]
         skip_bad=cfg.dataset.skip_bad,

@@ -14,7 +14,7 @@ from typing import Any
 from ..annotations import Annotations, Item, Problem
 from ..config import DataConfig
 from ..dataset import Split
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, REPORT, ShardError, _index_name
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART, PLAN, REPORT, ShardError, _index_name
 from .remote import ReadConfig, file_size, is_url, open_sequential, read_range
 
 
@@ -51,16 +51,18 @@ class _RangeReader:
     """Byte ranges of shard files, one read per sample; checks each file's size against the
     manifest the first time it is opened in a process. Open files are kept (LRU) per process."""
 
-    def __init__(self, sizes: dict[str, int], read: ReadConfig, max_open: int = 64) -> None:
-        self.sizes, self.read_cfg, self.max_open = sizes, read, max_open
+    def __init__(self, sizes: dict[str, int], read: ReadConfig, max_open: int = 64, changed: str = "prepared") -> None:
+        self.sizes, self.read_cfg, self.max_open, self.changed = sizes, read, max_open, changed
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._pid = os.getpid()
         self._checked: set[str] = set()
 
     def _check(self, url: str, size: int) -> None:
         if size != self.sizes[url]:
-            raise ShardError(f"{url}: {size} bytes, the manifest says {self.sizes[url]}: partially written or "
-                             "changed since `mbt data prepare` finished; prepare the shards again")
+            if self.changed == "prepared":
+                raise ShardError(f"{url}: {size} bytes, the manifest says {self.sizes[url]}: partially written or "
+                                 "changed since `mbt data prepare` finished; prepare the shards again")
+            raise ShardError(f"{url}: {size} bytes, {self.sizes[url]} when it was {self.changed}: changed since")
         self._checked.add(url)
 
     def read(self, url: str, offset: int, length: int) -> bytes:
@@ -90,10 +92,10 @@ class _RangeReader:
         return data
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sizes": self.sizes, "read": self.read_cfg, "max_open": self.max_open}
+        return {"sizes": self.sizes, "read": self.read_cfg, "max_open": self.max_open, "changed": self.changed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sizes"], state["read"], state["max_open"])  # type: ignore[misc]
+        self.__init__(state["sizes"], state["read"], state["max_open"], state["changed"])  # type: ignore[misc]
 
 
 class ShardSet:
@@ -130,14 +132,22 @@ class ShardSet:
         url = _join(self.location, MANIFEST)
         try:
             manifest = _read_json(url, self.read)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, NotADirectoryError) as e:
             hint = ""
-            if not _is_url(self.location) and os.path.isdir(self.location):
+            if not _is_url(self.location) and os.path.exists(os.path.join(self.location, PART)):
+                hint = (": a part of a preparation split over machines (part.json); merge all parts into one "
+                        "folder with `mbt data merge PART_DIRS... --out DIR`")
+            elif not _is_url(self.location) and os.path.isdir(self.location):
                 tars = [n for n in os.listdir(self.location) if n.endswith((".tar", ".tmp"))]
-                plan = os.path.exists(os.path.join(self.location, PLAN))
-                if tars or plan:
+                if os.path.exists(os.path.join(self.location, PLAN)):  # written first by every prepare run
                     hint = (f": the `mbt data prepare` run writing this folder did not finish ({len(tars)} shard "
                             "file(s) present); run the same command again to complete it")
+                elif tars:
+                    hint = (f": {len(tars)} tar file(s) but not written by `mbt data prepare` (no {PLAN}); "
+                            "WebDataset tars of media and labels are read with dataset.format='webdataset'")
+            elif self.location.endswith(".tar") or "{" in self.location:
+                hint = (": a tar file or list, not a shard folder; WebDataset tars of media and labels are read with "
+                        "dataset.format='webdataset'")
             raise ShardError(f"{url}: no manifest{hint or ' (not a shard folder?)'}") from e
         if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
             raise ShardError(f"{url}: not an {FORMAT_NAME} v{FORMAT_VERSION} manifest")
