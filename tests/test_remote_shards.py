@@ -3,6 +3,7 @@ with the URL and its cause (with or without skip_bad), servers without range req
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import warnings
@@ -18,6 +19,7 @@ from mbt.data.shards import (
     ShardConfig,
     ShardDataset,
     ShardStream,
+    build_stream_loader,
     prepare_shards,
 )
 from mbt.data.shards.remote import _NO_RANGE_HOSTS, url_fs
@@ -93,6 +95,17 @@ def test_server_killed_mid_stream_is_one_clear_error(root):
     assert f"{url}/shard-00000" in message and "ConnectionRefusedError" in message
     assert int(re.search(r"connection lost at byte (\d+)", message).group(1)) > 0  # mid-file
     assert "truncated" not in message
+
+
+def test_outage_in_a_loader_worker_reaches_the_main_process_as_its_message(root):
+    with FileServer(root, kill_after=30_000) as server:
+        url = folder_url(server, root, root / "val")
+        # the forked worker holds a copy of the server's socket: connecting then times out instead of being refused
+        read = dataclasses.replace(FAST, timeout=0.5)
+        loader = build_stream_loader(ShardStream(url, CFG, "val", read=read), batch_size=2, num_workers=1)
+        with pytest.raises(RemoteReadError, match=rf"^{url}/shard-00000\d\.tar: .*connection lost at byte \d+.*"
+                                                  r"\(in a data-loader worker; MBT_DEBUG=1 shows its traceback\)$"):
+            list(loader)
 
 
 @pytest.mark.parametrize("skip_bad", [False, True])
