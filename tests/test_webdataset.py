@@ -16,7 +16,7 @@ import yaml
 from mbt.cli import main
 from mbt.data.annotations import AnnotationError, parse_folder
 from mbt.data.dataset import AVDataset
-from mbt.data.shards import ShardDataset, ShardError
+from mbt.data.shards import ShardConfig, ShardDataset, ShardError, prepare_shards
 from mbt.data.shards.webdataset import WebDataset, expand_urls, load_webdataset
 
 from .http_server import FileServer
@@ -128,6 +128,14 @@ def test_foreign_tars_are_not_blamed_on_an_unfinished_prepare(tars):
     assert "did not finish" not in str(info.value)
     with pytest.raises(ShardError, match=r"a tar file or list, not a shard folder.*webdataset"):
         ShardDataset(tars / "shards-000000.tar", CFG, "val")
+
+
+def test_mbt_shards_are_still_recognised(media, tmp_path):
+    prepare_shards(parse_folder(media), CFG, tmp_path / "s", ShardConfig(mode="val", shard_size=5))
+    with pytest.raises(AnnotationError, match=r"shard-000000\.tar: a shard written by `mbt data prepare` .*"
+                                              "dataset.format='shards'"):
+        load_webdataset(str(tmp_path / "s" / "shard-000000.tar"))
+    assert len(ShardDataset(tmp_path / "s", CFG, "val")) == 5
 
 
 def test_train_on_shardwriter_tars(media, tars, tmp_path):

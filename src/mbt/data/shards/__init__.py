@@ -82,7 +82,8 @@ with `RemoteReadError` naming the URL and the cause, whatever `skip_bad` says (a
 item); HTTP servers without range requests work; sequential reads are read ahead (`remote`, `ReadConfig`).
 
 Modules: `format` (names, recipe, `ShardConfig`), `remote` (URL reads: retries, ranges, read-ahead),
-`io` (local or remote reading, `ShardSet`), `dataset`
+`io` (local or remote reading, `ShardSet`), `webdataset` (standard WebDataset tars of media files and
+labels, `dataset.format='webdataset'`), `dataset`
 (random access), `stream` (sequential reading and its loader), `writer` (`prepare_shards`).
 """
 

@@ -14,7 +14,8 @@ HTTP servers without range support, and read-ahead for sequential reads.
 Transient (retried): connection refused / reset / aborted, timeouts, a connection closed mid-response,
 HTTP 5xx, 408 and 429, and the connection errors of fsspec backends. Anything else (404, 403, a bad
 URL) fails at once. A sequential read that breaks mid-file reconnects at the byte it had reached,
-so a blip costs no data and a shard is never read as "truncated" because of the network.
+so a blip costs no data and a shard is never read as "truncated" because of the network (fsspec
+backends retry inside their own reads).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import http.client
 import io
 import queue
+import ssl
 import threading
 import time
 import urllib.error
@@ -94,8 +96,8 @@ def transient(e: BaseException) -> bool:
     if isinstance(e, _HTTPStatusError):
         return e.status >= 500 or e.status in (408, 429)
     if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-        return isinstance(e.reason, (OSError, TimeoutError))
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return isinstance(e.reason, (OSError, TimeoutError)) and not isinstance(e.reason, ssl.SSLCertVerificationError)
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, ssl.SSLCertVerificationError)):
         return False
     if isinstance(e, (ConnectionError, TimeoutError, http.client.HTTPException)):
         return True

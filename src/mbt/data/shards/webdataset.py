@@ -118,6 +118,18 @@ def _samples(url: str, read: ReadConfig) -> Iterator[tuple[str, dict[str, Any]]]
     yield "", {"bytes": size}
 
 
+def _refuse_mbt_shards(url: str, first: list[tuple[str, dict[str, Any]]]) -> None:
+    """mbt's own shards hold decoded frames, not media files: point to the format that reads them."""
+    for key, members in first:
+        try:
+            meta = json.loads(members.get("json", b"null"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if isinstance(meta, dict) and "clips" in meta and "index" in meta and not any(e in members for e in MEDIA_EXTS):
+            raise AnnotationError(f"{url}: a shard written by `mbt data prepare` (sample {key} holds decoded clips, "
+                                  "not a media file): train on its folder with dataset.format='shards'")
+
+
 def _labels(members: dict[str, Any]) -> tuple[list[int | str], dict[str, Any]]:
     """The raw labels of a sample and its json fields; ValueError saying what is wrong."""
     if "cls" in members:
@@ -160,6 +172,7 @@ def load_webdataset(patterns: str | Sequence[str], classes: str | os.PathLike[st
     raw: list[tuple[str, int, str, int, str, tuple[int, int], list[int | str], dict[str, Any]]] = []
     problems: list[Problem] = []
     for url, samples in zip(urls, scanned, strict=True):
+        _refuse_mbt_shards(url, samples[:1])
         tar_bytes = samples[-1][1]["bytes"]
         for number, (key, members) in enumerate(samples[:-1], start=1):
             media = next((ext for ext in MEDIA_EXTS if ext in members), None)
