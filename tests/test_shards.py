@@ -403,6 +403,8 @@ def test_parts_on_several_machines_merge_into_the_whole_run(with_bad, tmp_path, 
     merge = ["data", "merge", str(tmp_path / "part1"), str(tmp_path / "part0"), "--out", str(tmp_path / "merged")]
     assert main([*merge[:3], *merge[4:]]) == 1
     assert "parts [0] of 2 not given" in capsys.readouterr().err
+    assert main([*merge[:4], "--out", str(tmp_path / "part0")]) == 1  # never into a part (it would lose files)
+    assert "is the part folder" in capsys.readouterr().err and (tmp_path / "part0" / "shard-000000.tar").exists()
     assert main(merge) == 0
     assert "5 of 6 items in 3 shards" in capsys.readouterr().out
 

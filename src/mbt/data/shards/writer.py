@@ -446,6 +446,9 @@ def merge_parts(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str]
     if missing:
         raise ValueError(f"parts {missing} of {first['num_parts']} not given (have {sorted(infos)})")
     os.makedirs(out, exist_ok=True)
+    inside = [folder for folder, _ in infos.values() if os.path.samefile(folder, out)]
+    if inside:
+        raise ValueError(f"{out}: is the part folder {inside[0]}; merge into a new folder")
     if os.path.exists(os.path.join(out, MANIFEST)):
         if not overwrite:
             raise FileExistsError(f"{out}: already holds finished shards ({MANIFEST}); choose another folder or "
