@@ -140,3 +140,19 @@ def test_missing_backend_is_one_line_naming_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r"^s3://bucket/shards: reading s3:// URLs needs s3fs "
                                           r"\(pip install 'mbt\[s3\]'\)$"):
         url_fs("s3://bucket/shards")
+
+
+def test_read_settings_come_from_the_dataset_config(root):
+    from mbt.models.config import ConfigError
+    from mbt.train.data import build_dataset
+
+    from .tiny_experiment import tiny_config
+
+    with pytest.raises(ConfigError, match="read_timeout: > 0"):
+        tiny_config("dataset.read_timeout=0")
+    with FileServer(root, fail_first=100) as server:
+        cfg = tiny_config("dataset.format=shards", f"dataset.val={folder_url(server, root, root / 'val')}",
+                          "dataset.read_retries=2", "dataset.read_backoff=0.01")
+        with pytest.raises(RemoteReadError, match="unreachable after 3 tries"):
+            build_dataset(cfg, "val")
+        assert server.requests == 3

@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
-from ..data.shards.remote import ReadConfig
 from ..io import atomic_write
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
@@ -146,15 +145,9 @@ class DatasetConfig:
             raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
-        try:
-            self.read_config()
-        except ValueError as e:
-            raise ConfigError(f"read_retries / read_backoff / read_timeout / read_ahead_mib: {e}") from e
-
-    def read_config(self) -> ReadConfig:
-        """How shards at URLs are read (`read_*` fields)."""
-        return ReadConfig(retries=self.read_retries, backoff=self.read_backoff, timeout=self.read_timeout,
-                          read_ahead_mib=self.read_ahead_mib)
+        if min(self.read_retries, self.read_backoff, self.read_ahead_mib) < 0 or not self.read_timeout > 0:
+            raise ConfigError("read_retries, read_backoff, read_ahead_mib: must be >= 0; read_timeout: > 0 (got "
+                              f"{self.read_retries}, {self.read_backoff}, {self.read_ahead_mib}; {self.read_timeout})")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..data.annotations import Annotations, load_annotations
 from ..data.dataset import AVDataset
-from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
+from ..data.shards import ReadConfig, ShardDataset, ShardStream, load_shard_annotations
 from ..data.shards.webdataset import WebDataset, load_webdataset
 from ..data.subsets import balanced_subset, hold_out
 from ..models.config import ConfigError
@@ -27,6 +27,12 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     if path is None or ds.annotations_dir is None or os.path.isabs(path) or "://" in path:
         return path
     return os.path.join(ds.annotations_dir, path)
+
+
+def _read_config(ds: DatasetConfig) -> ReadConfig:
+    """How files at URLs are read (`dataset.read_*`)."""
+    return ReadConfig(retries=ds.read_retries, backoff=ds.read_backoff, timeout=ds.read_timeout,
+                      read_ahead_mib=ds.read_ahead_mib)
 
 
 NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds", WEBDATASET)
@@ -102,10 +108,10 @@ def _read_split(cfg: ExperimentConfig, split: str, class_names: list[str] | None
     if not files:
         return None
     if ds.format == SHARDS:
-        return load_shard_annotations(_shard_folder(ds, split), ds.read_config())
+        return load_shard_annotations(_shard_folder(ds, split), _read_config(ds))
     if ds.format == WEBDATASET:
         return load_webdataset([_path(ds, f) for f in files], class_names or _path(ds, ds.classes),  # type: ignore[misc]
-                               skip_bad=ds.skip_bad, read=ds.read_config())
+                               skip_bad=ds.skip_bad, read=_read_config(ds))
     options: dict[str, Any] = {
         "classes": class_names if class_names is not None else _path(ds, ds.classes),
         "verb_classes": _path(ds, ds.verb_classes),
@@ -190,17 +196,17 @@ def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | 
         return ShardStream(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, shuffle_buffer=cfg.dataset.shuffle_buffer,
-            read=cfg.dataset.read_config(),
+            read=_read_config(cfg.dataset),
         )
     if cfg.dataset.format == SHARDS:
         return ShardDataset(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, annotations=annotations,
-            read=cfg.dataset.read_config(),
+            read=_read_config(cfg.dataset),
         )
     if cfg.dataset.format == WEBDATASET:
         return WebDataset(annotations, cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
-                          seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, read=cfg.dataset.read_config())
+                          seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, read=_read_config(cfg.dataset))
     return AVDataset(
         annotations, cfg.data, split, modalities=cfg.model.modalities, seed=cfg.train.seed,  # type: ignore[arg-type]
         skip_bad=cfg.dataset.skip_bad,
