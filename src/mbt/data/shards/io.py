@@ -15,11 +15,8 @@ from ..annotations import Annotations, Item, Problem
 from ..config import DataConfig
 from ..dataset import Split
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART, PLAN, REPORT, ShardError, _index_name
-from .remote import ReadConfig, file_size, is_url, open_sequential, read_range
-
-
-def _is_url(location: str) -> bool:
-    return is_url(location)
+from .remote import ReadConfig, file_size, open_sequential, read_range
+from .remote import is_url as _is_url
 
 
 def _join(location: str, name: str) -> str:
@@ -47,22 +44,24 @@ def _open_stream(url: str, read: ReadConfig) -> Any:
     return open(url, "rb", buffering=1 << 20)
 
 
-class _RangeReader:
-    """Byte ranges of shard files, one read per sample; checks each file's size against the
-    manifest the first time it is opened in a process. Open files are kept (LRU) per process."""
+_STALE = ("the manifest's size: partially written or changed since `mbt data prepare` finished; prepare the "
+          "shards again")
 
-    def __init__(self, sizes: dict[str, int], read: ReadConfig, max_open: int = 64, changed: str = "prepared") -> None:
-        self.sizes, self.read_cfg, self.max_open, self.changed = sizes, read, max_open, changed
+
+class _RangeReader:
+    """Byte ranges of shard files, one read per sample; checks each file's size against `sizes` (the
+    manifest's) the first time it is opened in a process, `stale` saying what a difference means. Open
+    files are kept (LRU) per process."""
+
+    def __init__(self, sizes: dict[str, int], read: ReadConfig, max_open: int = 64, stale: str = _STALE) -> None:
+        self.sizes, self.read_cfg, self.max_open, self.stale = sizes, read, max_open, stale
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._pid = os.getpid()
         self._checked: set[str] = set()
 
     def _check(self, url: str, size: int) -> None:
         if size != self.sizes[url]:
-            if self.changed == "prepared":
-                raise ShardError(f"{url}: {size} bytes, the manifest says {self.sizes[url]}: partially written or "
-                                 "changed since `mbt data prepare` finished; prepare the shards again")
-            raise ShardError(f"{url}: {size} bytes, {self.sizes[url]} when it was {self.changed}: changed since")
+            raise ShardError(f"{url}: {size} bytes, expected {self.sizes[url]}: {self.stale}")
         self._checked.add(url)
 
     def read(self, url: str, offset: int, length: int) -> bytes:
@@ -92,10 +91,10 @@ class _RangeReader:
         return data
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sizes": self.sizes, "read": self.read_cfg, "max_open": self.max_open, "changed": self.changed}
+        return {"sizes": self.sizes, "read": self.read_cfg, "max_open": self.max_open, "stale": self.stale}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sizes"], state["read"], state["max_open"], state["changed"])  # type: ignore[misc]
+        self.__init__(state["sizes"], state["read"], state["max_open"], state["stale"])  # type: ignore[misc]
 
 
 class ShardSet:

@@ -240,7 +240,7 @@ class WebDataset(AVDataset):
                  seed: int = 0, skip_bad: bool = False, read: ReadConfig | None = None) -> None:
         super().__init__(annotations, cfg, split, modalities, seed=seed, skip_bad=skip_bad)
         sizes = {it.extra["tar"]: it.extra["tar_bytes"] for it in self.items}
-        self._reader = _RangeReader(sizes, read or ReadConfig(), changed="indexed")
+        self._reader = _RangeReader(sizes, read or ReadConfig(), stale="its size when indexed: changed since")
 
     def _load(self, item: Item, view: int, generator: torch.Generator) -> dict[str, Any]:
         x = item.extra

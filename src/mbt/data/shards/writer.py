@@ -46,7 +46,7 @@ from .format import (
     _index_name,
     _shard_name,
 )
-from .io import _is_url
+from .remote import is_url as _is_url
 
 
 def _json_bytes(obj: Any) -> bytes:
