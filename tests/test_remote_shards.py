@@ -156,3 +156,25 @@ def test_read_settings_come_from_the_dataset_config(root):
         with pytest.raises(RemoteReadError, match="unreachable after 3 tries"):
             build_dataset(cfg, "val")
         assert server.requests == 3
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_truncated_shard_is_still_called_truncated(root, tmp_path, ranges):
+    """Damage on the server is no network trouble: no retries, the shard named as before."""
+    import shutil
+
+    from mbt.data.dataset import ClipError
+    from mbt.data.shards import ShardError
+
+    shutil.copytree(root / "val", tmp_path / "val")
+    tar = tmp_path / "val" / "shard-000000.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])  # inside a sample
+    with FileServer(tmp_path, ranges=ranges) as server:
+        url = f"{server.url}/val"
+        with pytest.raises(ShardError, match=r"shard-000000\.tar: truncated or corrupt after \d samples"):
+            list(ShardStream(url, CFG, "val", read=FAST))
+        dataset = ShardDataset(url, CFG, "val", read=FAST)
+        index = next(i for i, it in enumerate(dataset.items) if it.extra["shard"][0] == 0)
+        with pytest.raises(ClipError, match=r"shard-000000\.tar: \d+ bytes, expected \d+: .*partially written"):
+            dataset[index]
+        assert server.failed == 0

@@ -175,12 +175,24 @@ def _read_exactly(f: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip(f: Any, n: int) -> None:
-    while n > 0:
-        data = f.read(min(n, _CHUNK))
+def _promised(response: Any) -> int | None:
+    """The body length a response announced (Content-Length), if any."""
+    length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+    return int(length) if length is not None else None
+
+
+def _skip(response: Any, n: int) -> None:
+    """Drop `n` bytes of the body; a body that ends sooner than it announced is a broken transfer
+    (http.client returns it short without an error), one that announced less is a shorter file."""
+    done = 0
+    while done < n:
+        data = response.read(min(n - done, _CHUNK))
         if not data:
-            raise http.client.IncompleteRead(b"", n)  # the body ended before the range: a broken transfer
-        n -= len(data)
+            promised = _promised(response)
+            if promised is not None and done < promised:
+                raise http.client.IncompleteRead(b"", promised - done)
+            return
+        done += len(data)
 
 
 def _http_range(url: str, start: int, end: int | None, cfg: ReadConfig) -> bytes:
@@ -189,9 +201,9 @@ def _http_range(url: str, start: int, end: int | None, cfg: ReadConfig) -> bytes
         with response:
             _skip(response, drop)
             data = _read_exactly(response, (1 << 62) if end is None else end - start)
-        length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-        if length is not None and drop + len(data) < int(length) and (end is None or len(data) < end - start):
-            raise http.client.IncompleteRead(data, int(length) - drop - len(data))  # cut off mid-response
+        promised = _promised(response)
+        if promised is not None and drop + len(data) < promised and (end is None or len(data) < end - start):
+            raise http.client.IncompleteRead(data, promised - drop - len(data))  # cut off mid-response
         return data
 
     return with_retries(url, read, cfg)
@@ -237,8 +249,8 @@ class _HTTPStream(io.RawIOBase):
 
         self.response = with_retries(self.url, open_at, self.cfg)
         if self.length is None:
-            length = self.response.headers.get("Content-Length") if hasattr(self.response, "headers") else None
-            self.length = int(length) + self.pos if length is not None else None
+            promised = _promised(self.response)
+            self.length = promised + self.pos if promised is not None else None
 
     def readable(self) -> bool:
         return True
