@@ -178,3 +178,25 @@ def test_a_truncated_shard_is_still_called_truncated(root, tmp_path, ranges):
         with pytest.raises(ClipError, match=r"shard-000000\.tar: \d+ bytes, expected \d+: .*partially written"):
             dataset[index]
         assert server.failed == 0
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_training_stops_when_the_shard_server_dies(root, tmp_path, capsys, skip_bad):
+    """The outage of the issue: before, with skip_bad the run went on with empty batches and exit code 0."""
+    from mbt.cli import main
+
+    from .tiny_experiment import tiny_config, write_config
+
+    data = tiny_config().data
+    prepare_shards(parse_folder(root / "media"), data, tmp_path / "train", ShardConfig(mode="train", shard_size=2))
+    with FileServer(tmp_path, kill_after=100_000) as server:
+        cfg = tiny_config("dataset.format=shards", f"dataset.train={server.url}/train", f"dataset.skip_bad={skip_bad}",
+                          "dataset.read_retries=1", "dataset.read_backoff=0.01", "train.batch_size=2",
+                          "train.epochs=20")
+        code = main(["train", "--config", str(write_config(cfg, tmp_path / "cfg.yaml")), "--run-dir",
+                     str(tmp_path / "run"), "--no-progress"])
+    assert code == 1 and server.stopped
+    err = capsys.readouterr().err
+    assert re.search(rf"error: {server.url}/train/shard-00000\d\.tar: unreachable after 2 tries .*"
+                     "Connection(Refused|Reset)Error", err), err
+    assert not (tmp_path / "run" / "results.json").exists()
