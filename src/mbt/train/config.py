@@ -36,7 +36,9 @@ SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
 """`dataset.format` of shard folders written by `mbt data prepare` (see `mbt.data.shards`)."""
-DATASET_FORMATS = (*ANNOTATION_FORMATS, SHARDS, SYNTHETIC)
+WEBDATASET = "webdataset"
+"""`dataset.format` of standard WebDataset tars of media files and labels (`mbt.data.shards.webdataset`)."""
+DATASET_FORMATS = (*ANNOTATION_FORMATS, SHARDS, WEBDATASET, SYNTHETIC)
 """Every `dataset.format`: the annotation formats (`mbt.data.annotations.ANNOTATION_FORMATS`),
 and those without annotation files."""
 
@@ -52,8 +54,10 @@ class DatasetConfig:
     'audioset', 'vggsound', 'vggsounder', 'epic100', 'kinetics', 'kinetics-sounds',
     'moments-in-time'), 'shards' (folders written by `mbt data prepare`, local or
     fsspec URLs: `train`, `val`, `test` each name one folder, prepared with `--mode` of that
-    split; classes and media come from the shards), or 'synthetic' (generated tensors, no
-    files: for smoke tests and benchmarks of the training stack)."""
+    split; classes and media come from the shards), 'webdataset' (tars of media files and `.cls` /
+    `.json` labels as the `webdataset` package writes them: `train`, `val`, `test` list tar paths or
+    URLs, brace patterns such as `shards-{000000..000009}.tar` expanded; class names from `classes`),
+    or 'synthetic' (generated tensors, no files: for smoke tests and benchmarks of the training stack)."""
     root: str | None = None
     """Folder holding the media files (located by the format's naming patterns)."""
     annotations_dir: str | None = None
@@ -116,6 +120,17 @@ class DatasetConfig:
     sees its own shards; evaluation still reads item by item."""
     shuffle_buffer: int = 256
     """With `stream`: samples each loader worker holds and draws from at random."""
+    read_retries: int = 5
+    """Shards at URLs: further tries after a transient error (connection refused/reset, timeout,
+    HTTP 5xx), waiting `read_backoff` s, then twice as long each time (at most 30 s); then the run
+    stops with an error naming the URL and the cause (also with `skip_bad`: an outage is not a bad
+    item). See `mbt.data.shards.remote`."""
+    read_backoff: float = 0.5
+    """Seconds before the first retry of a remote read."""
+    read_timeout: float = 60.0
+    """Seconds a remote connection or read may block before it counts as a (retried) timeout."""
+    read_ahead_mib: int = 64
+    """With `stream` and shards at URLs: MiB each loader worker reads ahead of its decoding."""
 
     def __post_init__(self) -> None:
         if self.format not in DATASET_FORMATS:
@@ -138,6 +153,9 @@ class DatasetConfig:
             raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
+        if min(self.read_retries, self.read_backoff, self.read_ahead_mib) < 0 or not self.read_timeout > 0:
+            raise ConfigError("read_retries, read_backoff, read_ahead_mib: must be >= 0; read_timeout: > 0 (got "
+                              f"{self.read_retries}, {self.read_backoff}, {self.read_ahead_mib}; {self.read_timeout})")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ..dataset import MODALITIES, AVDataset, Split, check_modalities
 from ..views import ClipInputs, draw_centre, frame_times
 from .format import AUDIO_CODECS, ShardError, frame_name, sample_members, sample_meta
 from .io import RangeReader, ShardSet, open_shards
+from .remote import ReadConfig
 
 
 def _decode_audio(data: bytes, codec: str, where: str) -> np.ndarray:
@@ -94,7 +95,7 @@ class ShardDataset(AVDataset):
     """`AVDataset`'s interface over a shard folder: the same items (up to JPEG and 16-bit audio
     coding; train frames within half a grid step of their time), keys `(epoch, index)`, seeded
     augmentation, `skip_bad`, views for test. Items are in annotation order; `dropped` lists the
-    videos `prepare_shards` left out (path, reason)."""
+    videos `prepare_shards` left out (path, reason). `read`: retries and timeouts of URL reads."""
 
     def __init__(
         self,
@@ -105,15 +106,16 @@ class ShardDataset(AVDataset):
         seed: int = 0,
         skip_bad: bool = False,
         annotations: Annotations | None = None,
+        read: ReadConfig | None = None,
     ) -> None:
         check_modalities(modalities)
-        self.shards = open_shards(shards)
+        self.shards = open_shards(shards, read)
         self.shards.check(cfg, split, modalities)
         annotations = annotations if annotations is not None else self.shards.annotations()
         super().__init__(annotations, cfg, split, modalities, seed=seed, skip_bad=skip_bad)
         self.dropped = [(b["path"], b["reason"]) for b in self.shards.report()["left_out"]]
         self._decode = SampleDecoder(self.shards, cfg, split, modalities)
-        self._reader = RangeReader(dict(zip(self.shards.urls, self.shards.sizes, strict=True)))
+        self._reader = RangeReader(dict(zip(self.shards.urls, self.shards.sizes, strict=True)), self.shards.read)
 
     @property
     def window_seconds(self) -> float:

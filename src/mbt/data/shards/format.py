@@ -13,7 +13,7 @@ from ..dataset import MODALITIES, check_modalities
 
 FORMAT_NAME = "mbt-shards"
 FORMAT_VERSION = 1
-MANIFEST, PLAN, REPORT = "manifest.json", "plan.json", "report.json"
+MANIFEST, PLAN, REPORT, PART = "manifest.json", "plan.json", "report.json", "part.json"
 AUDIO_CODECS = {"flac": "flac", "pcm16": "npy"}
 """Audio codec -> member extension: 16-bit FLAC (lossless, about half the raw size) or the raw
 int16 samples as a `.npy` array (no decoding cost, twice the bytes)."""

@@ -23,6 +23,7 @@ from ..loader import AVLoader, worker_init
 from .dataset import SampleDecoder
 from .format import ShardError, sample_meta
 from .io import ShardSet, open_shards, open_stream
+from .remote import ReadConfig
 
 
 def _shard_rng(seed: int, *ids: int) -> np.random.Generator:
@@ -72,9 +73,10 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 256,
         rank: int | None = None,
         world_size: int | None = None,
+        read: ReadConfig | None = None,
     ) -> None:
         check_modalities(modalities)
-        self.shards = open_shards(shards)
+        self.shards = open_shards(shards, read)
         self.shards.check(cfg, split, modalities)
         if rank is None or world_size is None:
             initialised = dist.is_available() and dist.is_initialized()
@@ -152,7 +154,7 @@ class ShardStream(IterableDataset):
         url, expected = self.shards.urls[shard], self.shards.counts[shard]
         count, key, members = 0, None, {}
         try:
-            with open_stream(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            with open_stream(url, self.shards.read) as f, tarfile.open(fileobj=f, mode="r|") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
