@@ -312,7 +312,7 @@ def audioset_ast() -> ExperimentConfig:
     `src/traintest.py`): ViT-B (DeiT) with 16x16 patches at stride 10 (101 x 12 = 1,212
     tokens), cls and distillation tokens pooled by their mean, exact GELU, LayerNorm eps 1e-6
     (the original `.pth`; the HF port uses 1e-12: `--set model.layer_norm_eps=1e-12`), a
-    LayerNorm before the linear head; 10 s of Kaldi fbank padded to 1024 frames,
+    LayerNorm (eps 1e-5) before the linear head; 10 s of Kaldi fbank padded to 1024 frames,
     normalised with mean -4.2677393 and std 2 x 4.5689974, SpecAugment 48 / 192; Adam lr 1e-5,
     batch 12, 5 epochs, 1,000 warmup steps, mixup 0.5, balanced sampling, no label smoothing.
 
@@ -325,7 +325,8 @@ def audioset_ast() -> ExperimentConfig:
     """
     model = MBTConfig.from_vit(
         "B", modalities=("spectrogram",), num_classes=527, multi_label=True, classifier="token",
-        distillation_token=True, head_norm=True, gelu="exact", layer_norm_eps=1e-6, spectrogram_size=(1024, 128),
+        distillation_token=True, head_norm=True, head_norm_eps=1e-5, gelu="exact", layer_norm_eps=1e-6,
+        spectrogram_size=(1024, 128),
         spectrogram_patch_stride=(10, 10), spectrogram_channels=1, fusion_layer=12, stochastic_depth=0.0,
     )
     cfg = audioset_500k()
@@ -354,8 +355,9 @@ def vggsound_cavmae() -> ExperimentConfig:
 
     Differs: MBT's bottleneck fusion (4 bottlenecks from layer 8, fresh tokens) replaces
     CAV-MAE's joint last layer (each tower's layer 11 starts from CAV-MAE's shared layer
-    with that modality's norms); 8 frames sampled over 2.56 s instead of one frame; frames
-    scaled to [-1, 1] as mbt does, not ImageNet mean/std as CAV-MAE; one learning rate for
+    with that modality's norms); 8 frames sampled over 2.56 s instead of one frame (frames are
+    scaled to [-1, 1] as mbt does; the converter folds CAV-MAE's ImageNet mean/std into the
+    patch kernel, so the tower sees what CAV-MAE's did); one learning rate for
     all weights (CAV-MAE gives the new head 10x); cosine decay instead of halving every
     epoch from the 2nd; no checkpoint weight averaging (epochs 3-10 there), no waveform
     noise augmentation; 4 test clips; the best weights are chosen on 5% of the training
