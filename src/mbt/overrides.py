@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
+from .io import UnsafeYAMLError, load_yaml
 
 
 class OverrideError(ValueError):
@@ -34,18 +34,23 @@ def apply_overrides(cfg: Any, assignments: Iterable[str]) -> Any:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """`cls(**data)` for a dataclass, refusing keys it has no field for (a saved config
     from another version, a typo in a file) with a message naming them."""
+    if not isinstance(data, dict):
+        raise OverrideError(f"expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise OverrideError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
+        raise OverrideError(f"unknown {cls.__name__} field(s) {unknown[:20]}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)  # each value checked against its field's type, naming the field
+    return cls(**{k: coerce(v, hints[k], k) for k, v in data.items()})
 
 
 def parse_value(text: str) -> Any:
     """A YAML scalar or list: `4`, `0.5`, `true`, `null`, `[16, 16]`, `spectrogram`."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml(text, "value")  # aliases bounded, as in config files
+    except UnsafeYAMLError as e:
+        raise OverrideError(str(e)) from e
+    except ValueError:
         return text
 
 

@@ -43,6 +43,7 @@ from .data.decode import (
     _normalise_rotation,
     _rotate,
     _VideoFeed,
+    finite_audio,
 )
 from .data.features import log_mel
 
@@ -236,7 +237,7 @@ class MediaStream:
         first, n = round(start * rate), round(seconds * rate)
         while not self.ended and sink.end < first + n and not self._ahead("audio", (first + n) / rate):
             self._pull()
-        return sink.window(first, n)
+        return finite_audio(sink.window(first, n), self.path, start, rate)
 
     def release(self, frames_before: float, audio_before: float) -> None:
         """Forget the frames shown before `frames_before` and the audio before `audio_before`."""

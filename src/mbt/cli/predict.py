@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                           modalities=args.modalities.split(",") if args.modalities else None)
     streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
     predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
+    predictor.check_topk(args.topk)  # before any file: one error, not one per file
     if args.timeline:
         return _run_timeline(predictor, args)
     failed = 0
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if pred.damage:
             print(f"warning: {path}: decoded with concealed damage: {pred.damage}", file=sys.stderr)
         if args.json:
-            print(json.dumps(pred.to_dict()))
+            print(json.dumps(pred.to_dict(), allow_nan=False))
             continue
         extra = f"  ({pred.note})" if pred.note else ""
         print(f"{path}  [{pred.num_clips} clip(s), {'+'.join(pred.modalities)}]{extra}")

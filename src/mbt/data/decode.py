@@ -22,6 +22,8 @@ Conventions (all times in seconds):
 * Any file that cannot be read (missing, a directory, empty, not media, truncated, no
   decodable frame) raises `DecodeError` naming the file and the cause; so does a still image
   (JPEG, PNG, ...: an image demuxer) given to `read_clip`, which is no video.
+* Audio with NaN or infinite samples (float formats can store them) raises `DecodeError`
+  naming the file: such a clip would make every output NaN. Frames are uint8, always finite.
 * Damage that FFmpeg conceals (a decoder that logs errors and outputs repaired or corrupt
   frames) is counted, not hidden: `Clip.damage` and, with ``count_frames``, `MediaInfo.damage`.
 * Streams: the video and audio streams marked default by the container, else the first of
@@ -48,7 +50,7 @@ import av
 import numpy as np
 
 # The private names `mbt.timeline` (the feeds) and benchmarks/bench_data.py (`_ClipReader`) read from here.
-from .feeds import _AudioFeed, _ClipReader, _Converter, _rotate, _VideoFeed  # noqa: F401
+from .feeds import _AudioFeed, _ClipReader, _Converter, _rotate, _VideoFeed, finite_audio  # noqa: F401
 from .media import (
     PAD_MODES,
     AudioStreamInfo,
@@ -71,6 +73,7 @@ __all__ = [
     "DecodeError",
     "MediaInfo",
     "VideoStreamInfo",
+    "finite_audio",
     "media_duration",
     "probe",
     "read_audio",
