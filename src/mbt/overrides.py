@@ -44,10 +44,11 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: coerce(v, hints[k], k) for k, v in data.items()})
 
 
-def parse_value(text: str) -> Any:
-    """A YAML scalar or list: `4`, `0.5`, `true`, `null`, `[16, 16]`, `spectrogram`."""
+def parse_value(text: str, key: str = "value") -> Any:
+    """A YAML scalar or list: `4`, `0.5`, `true`, `null`, `[16, 16]`, `spectrogram`; aliases bounded
+    as in config files (an error naming `key`)."""
     try:
-        return load_yaml(text, "value")  # aliases bounded, as in config files
+        return load_yaml(text, key)
     except UnsafeYAMLError as e:
         raise OverrideError(str(e)) from e
     except ValueError:

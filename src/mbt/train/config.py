@@ -390,9 +390,9 @@ class ExperimentConfig:
             if not dot:
                 if section != "name":
                     raise ConfigError(f"{key}: expected SECTION.FIELD (sections: {list(_SECTIONS)})")
-                nested["name"] = parse_value(text)
+                nested["name"] = parse_value(text, key)
             else:
-                nested.setdefault(section, {})[name] = parse_value(text)
+                nested.setdefault(section, {})[name] = parse_value(text, key)
         return self.from_dict(nested, self)
 
 
