@@ -175,5 +175,9 @@ def load_data_config(directory: str | os.PathLike) -> DataConfig:
     from ..models.hub import resolve_model_dir
     from ..models.pretrained import read_config
 
-    data = read_config(resolve_model_dir(directory)).get("data")
-    return DataConfig.from_dict(data) if data else DataConfig()
+    folder = resolve_model_dir(directory)
+    data = read_config(folder).get("data")
+    try:
+        return DataConfig.from_dict(data) if data else DataConfig()
+    except (ValueError, TypeError) as e:  # e.g. spec_std: 0 would divide every spectrogram by zero
+        raise ValueError(f"{os.path.join(folder, 'config.json')}: data.{str(e)[:500]}") from e

@@ -26,6 +26,7 @@ from ..annotations import Annotations, Item
 from ..config import DataConfig
 from ..dataset import AVDataset, ClipError
 from ..decode import DecodeError, probe, read_audio, read_clip
+from ..loader import worker_count
 from ..views import centre_range
 from .format import (
     _KEY_DIGITS,
@@ -312,6 +313,7 @@ def prepare_shards(
     if workers > 1 and len(todo) > 1:
         import multiprocessing
 
+        workers = worker_count(workers)  # capped to the machine's CPUs, with a warning
         with multiprocessing.get_context().Pool(min(workers, len(todo)), _init_worker, (plan,)) as pool:
             for index in pool.imap_unordered(_write_shard_in_worker, todo):
                 indexes[int(index["shard"][6:12])] = index
