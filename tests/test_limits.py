@@ -94,9 +94,10 @@ def test_sizes_set_on_the_command_line_are_bounded(override, message):
 
 def test_workers_are_capped_to_the_machine_with_a_warning():
     cpus = len(os.sched_getaffinity(0))
-    with pytest.warns(UserWarning, match=rf"num_workers={cpus + 5} is more than the {cpus} CPUs"):
-        assert worker_count(cpus + 5) == cpus
-    assert worker_count(0) == 0
+    with pytest.warns(UserWarning, match=rf"num_workers=100000 is more than 4 per CPU of this machine \({cpus} CPUs\): "
+                                         rf"using {4 * cpus}"):
+        assert worker_count(100000) == 4 * cpus
+    assert worker_count(4 * cpus) == 4 * cpus and worker_count(0) == 0
     with pytest.raises(ValueError, match="num_workers"):
         worker_count(-1)
 
@@ -149,10 +150,10 @@ def test_yaml_aliases_within_the_bound_still_work_and_recursion_is_refused(tmp_p
 
 def test_an_error_quoting_a_huge_value_stays_short(tmp_path):
     path = tmp_path / "big.yaml"
-    path.write_text("dataset:\n  train:\n" + "".join(f"    - {{k{i}: {i}}}\n" for i in range(2000)))
-    with pytest.raises(ConfigError) as e:
+    path.write_text("dataset:\n  root:\n" + "".join(f"    k{i}: {i}\n" for i in range(2000)))
+    with pytest.raises(ConfigError, match=r"dataset\.root: expected a string, got \{'k0': 0") as e:
         ExperimentConfig.load(path)
-    assert "dataset.train" in str(e.value) and len(str(e.value)) < 700
+    assert len(str(e.value)) < 700
 
 
 # ---------------------------------------------------------------------- weights

@@ -46,16 +46,22 @@ __all__ = [
 ]
 
 
+WORKERS_PER_CPU = 4
+"""Most loader workers per CPU (decoding waits on I/O at times, so a few per CPU can pay)."""
+
+
 def worker_count(requested: int) -> int:
-    """`requested` loader workers, capped to the CPUs this process may use (with a warning): each
-    worker is a process, and `num_workers: 100000` would try to start them all."""
+    """`requested` loader workers, capped to `WORKERS_PER_CPU` per CPU this process may use (with a
+    warning): each worker is a process, and `num_workers: 100000` would try to start them all.
+    (Below the cap, torch's DataLoader warns about more workers than CPUs itself.)"""
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
         raise ValueError(f"num_workers: must be an integer >= 0, got {requested!r:.40}")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if requested > cpus:
-        warnings.warn(f"num_workers={requested} is more than the {cpus} CPUs of this machine: using {cpus}",
-                      stacklevel=3)
-        return cpus
+    limit = WORKERS_PER_CPU * cpus
+    if requested > limit:
+        warnings.warn(f"num_workers={requested} is more than {WORKERS_PER_CPU} per CPU of this machine ({cpus} "
+                      f"CPUs): using {limit}", stacklevel=3)
+        return limit
     return requested
 
 

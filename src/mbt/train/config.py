@@ -35,7 +35,7 @@ MAX_BATCH = 65_536
 """Largest `batch_size`, `eval_batch_size` and `grad_accum_steps`."""
 MAX_EPOCHS = 100_000
 MAX_WORKERS = 256
-"""Most `num_workers`; the loaders also cap it to the CPUs of the machine, with a warning
+"""Most `num_workers`; the loaders also cap it to 4 per CPU of the machine, with a warning
 (`mbt.data.loader.worker_count`)."""
 MAX_CONFIG_BYTES = 1 << 20
 """Largest config file read (1 MiB; the paper's configs are a few KiB)."""
