@@ -218,3 +218,17 @@ def test_a_fifo_is_not_a_regular_file_and_is_never_opened(model_dir, tmp_path, c
     with pytest.raises(AnnotationError, match=r"train\.csv: not a regular file"):
         load_annotations("csv", [csv])
     assert np.isfinite(_tone()).all()
+
+
+def test_timeline_windows_and_embedding_batches_are_bounded(model_dir, tmp_path):
+    from mbt.data.annotations import Annotations, Item
+    from mbt.embed_dataset import embed_dataset
+    from mbt.timeline import window_starts
+
+    with pytest.raises(ConfigError, match=r"window: must be a finite number in \[0\.001, 600\], got 1000000000\.0"):
+        window_starts(10.0, 1e9, 1.0)
+    with pytest.raises(ConfigError, match=r"hop: must be a finite number in \[0\.01, inf\], got 1e-09"):
+        window_starts(3600.0, 2.0, 1e-9)  # 3.6e12 windows
+    ann = Annotations([Item(float_wav(tmp_path / "a.wav", _tone()), (0,), video_id="a")], ["x"])
+    with pytest.raises(ConfigError, match=r"batch_size: must be an integer in \[1, 65536\], got 1000000000"):
+        embed_dataset(model_dir, ann, tmp_path / "emb", batch_size=10**9)

@@ -32,7 +32,7 @@ import torch
 
 from .data import views
 from .data.augment import spatial_crops
-from .data.config import DataConfig
+from .data.config import MAX_SECONDS, DataConfig
 from .data.decode import (
     Damage,
     DecodeError,
@@ -46,14 +46,15 @@ from .data.decode import (
     finite_audio,
 )
 from .data.features import log_mel
+from .models.config import check_range
 
 
 # ---------------------------------------------------------------------------- windows
 def window_starts(duration: float, window: float, hop: float) -> list[float]:
     """Starts of the windows over `[0, duration]`: every `hop` seconds, plus one ending at
     `duration` when the hops leave a tail uncovered (one window when the media is shorter)."""
-    if not (window > 0 and hop > 0 and math.isfinite(window) and math.isfinite(hop)):
-        raise ValueError(f"window and hop must be positive seconds, got window={window}, hop={hop}")
+    check_range(window, "window", 1e-3, MAX_SECONDS, float)  # its clips form one batch
+    check_range(hop, "hop", 1e-2, math.inf, float)
     last = max(duration - window, 0.0)
     starts = [k * hop for k in range(int(last / hop + 1e-9) + 1)]
     if starts[-1] < last - 1e-6:
