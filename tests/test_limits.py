@@ -217,6 +217,10 @@ def test_a_fifo_is_not_a_regular_file_and_is_never_opened(model_dir, tmp_path, c
     os.mkfifo(csv)
     with pytest.raises(AnnotationError, match=r"train\.csv: not a regular file"):
         load_annotations("csv", [csv])
+    config = tmp_path / "exp.yaml"
+    os.mkfifo(config)
+    with pytest.raises(ConfigError, match=r"exp\.yaml: not a regular file"):
+        ExperimentConfig.load(config)
     assert np.isfinite(_tone()).all()
 
 

@@ -95,8 +95,11 @@ def test_predict_never_prints_a_nan_probability(tmp_path):
     with torch.no_grad():
         model.head.weight.fill_(float("nan"))  # a model whose outputs are NaN on any input
     wav = float_wav(tmp_path / "good.wav", _tone())
+    predictor = mbt.Predictor(model, data=_demo_data())
     with pytest.raises(ValueError, match=r"good\.wav: the model's scores are NaN or infinite"):
-        mbt.Predictor(model, data=_demo_data()).predict(wav)
+        predictor.predict(wav)
+    with pytest.raises(ValueError, match=r"good\.wav: the model's scores are NaN or infinite in \d+ of \d+ windows"):
+        predictor.timeline(wav)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -123,9 +123,10 @@ class Predictor:
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
-    def predict(self, path: str, topk: int = 5, num_clips: int | None = None) -> Prediction:
-        """Clip-averaged prediction for one file."""
-        self.check_topk(topk)
+    def predict(self, path: str, topk: int | None = None, num_clips: int | None = None) -> Prediction:
+        """Clip-averaged prediction for one file: the `topk` best classes (default: 5, or all when
+        the model has fewer)."""
+        topk = self.topk(topk)
         batch = self.clips(path, num_clips)
         inputs, note = self._inputs(batch, path)
         logits = self.model(inputs).logits.float().mean(0)
@@ -164,9 +165,13 @@ class Predictor:
 
         return timeline(self, path, window, hop, progress=progress)
 
-    def check_topk(self, topk: int) -> None:
-        """`ConfigError` unless `topk` is a number of classes this model can rank (1 to all)."""
+    def topk(self, topk: int | None) -> int:
+        """`topk`, checked to be a number of classes this model can rank (1 to all: else a
+        `ConfigError`); None: 5, or all the classes when there are fewer."""
+        if topk is None:
+            return min(5, len(self.class_names))
         check_range(topk, "topk", 1, len(self.class_names))
+        return topk
 
     def class_index(self, target: str | int) -> int:
         """The index of a class given by name or by index (as an int or a string of digits)."""
@@ -259,7 +264,7 @@ def finite_scores(scores: torch.Tensor, path: str) -> torch.Tensor:
     return scores
 
 
-def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"
+def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int | None = None, device: str = "cpu"
             ) -> list[Prediction]:
     """Predictions for video files with a saved model (see `Predictor.predict`)."""
     predictor = Predictor(model, device=device)

@@ -336,6 +336,9 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         note = "; ".join(n for n in (note, f"decoded with concealed damage: {stream.damage}") if n)
     logits = total / torch.tensor([len(cs) for cs in centres], dtype=torch.float32)[:, None]
     scores = class_probabilities(logits, model.config.multi_label, model.config.class_splits).numpy()
+    if not np.isfinite(scores).all():  # as `Predictor.predict`: never a NaN in timeline.json or on a plot
+        raise ValueError(f"{path}: the model's scores are NaN or infinite in "
+                         f"{int((~np.isfinite(scores)).any(1).sum())} of {len(scores)} windows: no timeline")
     ends = np.minimum(np.array(starts) + window, info.duration)
     stats = {"passes": stream.passes, "peak_frames_held": stream.picker.peak if stream.picker else 0,
              "frames_requested": len(requested)}

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..data.config import DataConfig
-from ..io import atomic_write, load_yaml
+from ..io import atomic_write, load_yaml, not_a_file
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig, check_range
 from ..overrides import OverrideError, coerce, parse_value
 
@@ -364,6 +364,9 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str | os.PathLike, base: ExperimentConfig | None = None) -> ExperimentConfig:
         """A config file (YAML or JSON) applied on top of `base`."""
+        problem = not_a_file(path)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
         with open(path) as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
         if len(text) > MAX_CONFIG_BYTES:
