@@ -23,6 +23,7 @@ Run folder:
     final/               final model (save_pretrained format)
     eval/<split>/        predictions.jsonl / .npz of the final evaluations
     results.json         final metrics, best score, counts of skipped items
+    run.lock             who is writing the folder (`run_folder.run_lock`; empty when no run is)
 
 Only rank 0 writes the folder; with several nodes it must be on storage every node sees
 (every process reads the checkpoint to resume).
