@@ -95,7 +95,7 @@ def test_log_mel_stays_the_default_and_bad_values_are_named():
     torch.testing.assert_close(spectrogram(wave, data), log_mel(wave, data))
     with pytest.raises(ConfigError, match=r"data\.frontend: expected one of \['log_mel', 'kaldi_fbank'\], got 'mfcc'"):
         DataConfig(frontend="mfcc")
-    with pytest.raises(ConfigError, match=r"data\.target_length"):
+    with pytest.raises(ConfigError, match=r"target_length: must be an integer in \[1, "):
         DataConfig(target_length=0)
 
 

@@ -394,7 +394,7 @@ def test_the_audioset_ast_preset_starts_from_a_converted_original_ast(tmp_path):
     source = torch.load(ASSETS / "ast_orig_s10/ast_s10.pth", weights_only=True)
     assert torch.equal(model.dist_token, source["module.v.dist_token"])
     assert report["head"] == "loaded"
-    assert "head_norm_eps" not in report.get("model_differs", {})  # the preset's head norm is AST's (nn.LayerNorm's 1e-5)
+    assert "head_norm_eps" not in report.get("model_differs", {})  # the preset has AST's head-norm eps
 
 
 def test_an_audiomae_finetuned_file_with_the_fixed_table_has_it_regenerated(tmp_path):

@@ -51,7 +51,9 @@ from .data.config import DataConfig
 from .data.dataset import MODALITIES, AVDataset
 from .data.loader import build_loader
 from .io import atomic_write
+from .models.config import check_range
 from .models.mbt import MBT
+from .train.config import MAX_BATCH
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -150,8 +152,8 @@ def embed_dataset(
 
     if mode not in ("test", "val"):
         raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")
-    if chunk_size < 1 or batch_size < 1:
-        raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
+    check_range(batch_size, "batch_size", 1, MAX_BATCH)
+    check_range(chunk_size, "chunk_size", 1, 1 << 24)
     recipe_given = data is not None or not isinstance(model, MBT)
     if not isinstance(model, MBT):
         data = data or load_data_config(model)

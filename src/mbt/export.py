@@ -44,10 +44,14 @@ def example_inputs(model: MBT, batch: int = 2) -> tuple[Tensor, ...]:
     return tuple(torch.zeros(shapes[m]) for m in cfg.modalities)
 
 
-def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> str:
-    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program."""
+def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx", *, allow_unverified: bool = False) -> str:
+    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program. A model
+    loaded without a `weights_sha256` to verify its weights is refused unless `allow_unverified`."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {list(FORMATS)}")
+    if not model.weights_verified and not allow_unverified:
+        raise ValueError(f"{out}: not exported: the model's weights were loaded without a weights_sha256 to verify "
+                         "them (--allow-unverified exports them anyway)")
     out = os.fspath(out)
     module = LogitsModule(model.cpu().float()).eval()
     inputs = example_inputs(model)
@@ -87,8 +91,9 @@ def torch_default_onnx_exporter() -> str:
     return "dynamo" if (major, minor) >= (2, 9) else "torchscript"
 
 
-def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx") -> str:
-    """Export the model saved in `model_dir` (`save_pretrained`'s folder)."""
-    from .weights import load_pretrained
-
-    return export_model(load_pretrained(model_dir), out, format)
+def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx", *,
+                      allow_unverified: bool = False) -> str:
+    """Export the model saved in `model_dir` (`save_pretrained`'s folder); a folder without
+    `weights_sha256` is refused unless `allow_unverified`."""
+    model = MBT.from_pretrained(model_dir, require_checksum=not allow_unverified)
+    return export_model(model, out, format, allow_unverified=allow_unverified)

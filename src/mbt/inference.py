@@ -24,8 +24,14 @@ from .data.annotations import Annotations, Item
 from .data.config import DataConfig, load_data_config
 from .data.dataset import PRESENCE_KEYS, AVDataset, missing_note
 from .data.decode import DecodeError, media_duration
+from .io import not_a_file
+from .models.config import check_range
 from .models.mbt import MBT, class_probabilities
 from .weights import load_pretrained
+
+MAX_CLIPS = 256
+"""Most clips `predict` and `embed` read from one file: they form one batch in memory (256 clips of
+8 frames of 224x224 are 1.2 GB); longer files go through `timeline`."""
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Predictor:
         else:
             self.model = load_pretrained(model, map_location=device)
             self.data = data or load_data_config(model)
+        check_range(max_clips, "max_clips", 1, MAX_CLIPS)
         self.device, self.max_clips = torch.device(device), max_clips
         cfg = self.model.config
         if data is not None or not isinstance(model, MBT):  # the recipe meant for this model: shapes must fit
@@ -93,9 +100,11 @@ class Predictor:
         """All clips of a file as one batch: the model's inputs plus `has_audio` and `has_rgb` [N]
         and `damage` (the clips' concealed damage, '' if none)."""
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise DecodeError(f"{path}: is a directory, not a video file" if os.path.isdir(path)
-                              else f"{path}: no such file")
+        problem = not_a_file(path)
+        if problem:
+            raise DecodeError(f"{path}: {problem}" + (", not a video file" if problem == "is a directory" else ""))
+        if num_clips is not None:
+            check_range(num_clips, "clips", 1, MAX_CLIPS)
         n = num_clips or self.num_clips(path)
         cfg = replace(self.data, num_test_clips=n, num_test_crops=1)
         annotations = Annotations([Item(path, (), video_id=path)], self.class_names)
@@ -116,13 +125,15 @@ class Predictor:
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
-    def predict(self, path: str, topk: int = 5, num_clips: int | None = None) -> Prediction:
-        """Clip-averaged prediction for one file."""
+    def predict(self, path: str, topk: int | None = None, num_clips: int | None = None) -> Prediction:
+        """Clip-averaged prediction for one file: the `topk` best classes (default: 5, or all when
+        the model has fewer)."""
+        topk = self.topk(topk)
         batch = self.clips(path, num_clips)
         inputs, note = self._inputs(batch, path)
         logits = self.model(inputs).logits.float().mean(0)
         cfg = self.model.config
-        probs = class_probabilities(logits, cfg.multi_label, cfg.class_splits)
+        probs = finite_scores(class_probabilities(logits, cfg.multi_label, cfg.class_splits), path)
         if not cfg.class_splits or cfg.multi_label:
             order = probs.argsort(descending=True)[:topk].tolist()
             return Prediction(path, [(self.class_names[i], float(probs[i])) for i in order],
@@ -156,6 +167,14 @@ class Predictor:
 
         return timeline(self, path, window, hop, progress=progress)
 
+    def topk(self, topk: int | None) -> int:
+        """`topk`, checked to be a number of classes this model can rank (1 to all: else a
+        `ConfigError`); None: 5, or all the classes when there are fewer."""
+        if topk is None:
+            return min(5, len(self.class_names))
+        check_range(topk, "topk", 1, len(self.class_names))
+        return topk
+
     def class_index(self, target: str | int) -> int:
         """The index of a class given by name or by index (as an int or a string of digits)."""
         if isinstance(target, str) and target in self.class_names:
@@ -171,8 +190,9 @@ class Predictor:
         """The clip whose window starts `start` seconds into the file (default: the middle clip)
         as a batch of one, its centre and its frames' times in seconds."""
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file")
+        problem = not_a_file(path)
+        if problem:
+            raise (FileNotFoundError if problem == "no such file" else DecodeError)(f"{path}: {problem}")
         def one_clip(item: Item) -> AVDataset:  # 'val': the middle clip of the item's segment
             return AVDataset(Annotations([item], self.class_names), self.data, "val",
                              modalities=self.modalities)
@@ -213,8 +233,8 @@ class Predictor:
                 for (i, key, a), g in zip(maps, values, strict=True):
                     grads[i][key] = g if g is not None else torch.zeros_like(a)
         heat, source = pictures.patch_attention(self.model, out, grads)
-        probs = class_probabilities(out.logits[0].detach().float(), self.model.config.multi_label,
-                                    self.model.config.class_splits)
+        probs = finite_scores(class_probabilities(out.logits[0].detach().float(), self.model.config.multi_label,
+                                                  self.model.config.class_splits), path)
         top = probs.argsort(descending=True)[:3].tolist()
         seconds = self.data.clip_seconds if "rgb" in inputs else self.data.audio_seconds
         title = (f"{Path(path).name}, clip {centre - seconds / 2:.2f}-{centre + seconds / 2:.2f} s: "
@@ -236,7 +256,17 @@ class Predictor:
         return written
 
 
-def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"
+def finite_scores(scores: torch.Tensor, path: str) -> torch.Tensor:
+    """`scores` when every one is finite, else `ValueError` naming ``path``: a NaN never reaches a
+    printed percentage or a JSON file. (Inputs and weights are checked where they enter; this is
+    the last guard, e.g. for a model whose activations overflow.)"""
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"{path}: the model's scores are NaN or infinite ({int((~torch.isfinite(scores)).sum())} "
+                         f"of {scores.numel()}): no prediction")
+    return scores
+
+
+def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int | None = None, device: str = "cpu"
             ) -> list[Prediction]:
     """Predictions for video files with a saved model (see `Predictor.predict`)."""
     predictor = Predictor(model, device=device)

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .io import UnsafeYAMLError, load_yaml
 
 
 class OverrideError(ConfigError):
@@ -92,12 +93,15 @@ class ConfigDumper(yaml.SafeDumper):
     to the same values: a string that either would read otherwise ('off', 'none', '1e-4') is quoted."""
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, key: str = "value") -> Any:
     """A config value written on a command line: `4`, `1e-4`, `true`, `off`, `none`, `[16, 16]`,
-    `(16, 16)`, `spectrogram` (see the module docstring); the text itself when it is not YAML."""
+    `(16, 16)`, `spectrogram` (see the module docstring); the text itself when it is not YAML.
+    Aliases are bounded as in config files (`mbt.io.load_yaml`; an error naming `key`)."""
     try:
-        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
-    except yaml.YAMLError:
+        return load_yaml(text, key, ConfigLoader)
+    except UnsafeYAMLError as e:
+        raise OverrideError(str(e)) from e
+    except ValueError:
         return text
 
 
@@ -119,7 +123,7 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
             if not isinstance(target.get(head), _Section):
                 target[head] = _Section()  # replaces an earlier `head=value`: the later one wins
             target = target[head]
-        target[last] = parse_value(text)
+        target[last] = parse_value(text, key)
     return nested
 
 
@@ -156,11 +160,14 @@ def update(cfg: Any, values: dict[str, Any], prefix: str = "") -> Any:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """`cls(**data)` for a dataclass, refusing keys it has no field for (a saved config
     from another version, a typo in a file) with a message naming them."""
+    if not isinstance(data, dict):
+        raise OverrideError(f"expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise OverrideError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
+        raise OverrideError(f"unknown {cls.__name__} field(s) {unknown[:20]}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)  # each value checked against its field's type, naming the field
+    return cls(**{k: coerce(v, hints[k], k) for k, v in data.items()})
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:

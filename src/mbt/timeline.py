@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .data import views
-from .data.config import DataConfig
+from .data.config import MAX_SECONDS, DataConfig
 from .data.decode import (
     AudioFeed,
     Converter,
@@ -40,17 +40,19 @@ from .data.decode import (
     DecodeError,
     Media,
     VideoFeed,
+    finite_audio,
     normalise_rotation,
     rotate,
 )
+from .models.config import check_range
 
 
 # ---------------------------------------------------------------------------- windows
 def window_starts(duration: float, window: float, hop: float) -> list[float]:
     """Starts of the windows over `[0, duration]`: every `hop` seconds, plus one ending at
     `duration` when the hops leave a tail uncovered (one window when the media is shorter)."""
-    if not (window > 0 and hop > 0 and math.isfinite(window) and math.isfinite(hop)):
-        raise ValueError(f"window and hop must be positive seconds, got window={window}, hop={hop}")
+    check_range(window, "window", 1e-3, MAX_SECONDS, float)  # its clips form one batch
+    check_range(hop, "hop", 1e-2, math.inf, float)
     last = max(duration - window, 0.0)
     starts = [k * hop for k in range(int(last / hop + 1e-9) + 1)]
     if starts[-1] < last - 1e-6:
@@ -234,7 +236,7 @@ class MediaStream:
         first, n = round(start * rate), round(seconds * rate)
         while not self.ended and sink.end < first + n and not self._ahead("audio", (first + n) / rate):
             self._pull()
-        return sink.window(first, n)
+        return finite_audio(sink.window(first, n), self.path, start, rate)
 
     def release(self, frames_before: float, audio_before: float) -> None:
         """Forget the frames shown before `frames_before` and the audio before `audio_before`."""
@@ -333,6 +335,9 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         note = "; ".join(n for n in (note, f"decoded with concealed damage: {stream.damage}") if n)
     logits = total / torch.tensor([len(cs) for cs in centres], dtype=torch.float32)[:, None]
     scores = class_probabilities(logits, model.config.multi_label, model.config.class_splits).numpy()
+    if not np.isfinite(scores).all():  # as `Predictor.predict`: never a NaN in timeline.json or on a plot
+        raise ValueError(f"{path}: the model's scores are NaN or infinite in "
+                         f"{int((~np.isfinite(scores)).any(1).sum())} of {len(scores)} windows: no timeline")
     ends = np.minimum(np.array(starts) + window, info.duration)
     stats = {"passes": stream.passes, "peak_frames_held": stream.picker.peak if stream.picker else 0,
              "frames_requested": len(requested)}

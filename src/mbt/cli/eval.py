@@ -155,12 +155,16 @@ def run(args: argparse.Namespace) -> int:
                     "annotation_rows_skipped": [str(p) for p in annotations.problems],
                 },
                 "damaged_files": [f"{p}: {r}" for p, r in result.damaged],
+                "non_finite_scores": [f"{p}: {r}" for p, r in result.non_finite],
                 "predictions": paths,
             }
             if result.damaged:
                 paths["damaged"] = str(write_damaged(result, out))
                 print(f"warning: {len(result.damaged)} file(s) decoded with concealed damage were evaluated "
                       f"(listed in {paths['damaged']}); first: {report['damaged_files'][0]}", file=sys.stderr)
+            if result.non_finite:
+                print(f"warning: {len(result.non_finite)} video(s) left out of the metrics, the model's scores "
+                      f"being NaN or infinite; first: {report['non_finite_scores'][0]}", file=sys.stderr)
             with open(out / "metrics.json", "w") as f:
                 json.dump(report, f, indent=2)
             json.dump(report["metrics"] if not args.json else report, sys.stdout, indent=2)

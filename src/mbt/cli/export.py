@@ -10,11 +10,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
     p.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="export a model folder whose config.json has no weights_sha256 (weights not verified)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_pretrained
 
-    print(export_pretrained(args.model, args.out, args.format))
+    print(export_pretrained(args.model, args.out, args.format, allow_unverified=args.allow_unverified))
     return 0

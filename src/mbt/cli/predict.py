@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top classes of media files (clip-averaged), or over time (--timeline)")
     p.add_argument("videos", nargs="+", help="video or audio files (mp4, mkv, wav, mp3, flac, m4a, ogg, ...)")
     p.add_argument("--model", required=True, help="a model folder (save_pretrained format)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, help="classes shown per file (1 to the model's classes; default 5)")
     p.add_argument("--clips", type=int, help="clips per video (default: enough to cover it, >= num_test_clips)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--modalities", metavar="M[,M]",
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                           modalities=args.modalities.split(",") if args.modalities else None)
     streams = {"video_stream": args.video_stream, "audio_stream": args.audio_stream}
     predictor.data = replace(predictor.data, **{k: v for k, v in streams.items() if v is not None})
+    args.topk = predictor.topk(args.topk)  # before any file: one error, not one per file
     if args.timeline:
         return _run_timeline(predictor, args)
     failed = 0
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if pred.damage:
             print(f"warning: {path}: decoded with concealed damage: {pred.damage}", file=sys.stderr)
         if args.json:
-            print(json.dumps(pred.to_dict()))
+            print(json.dumps(pred.to_dict(), allow_nan=False))
             continue
         extra = f"  ({pred.note})" if pred.note else ""
         print(f"{path}  [{pred.num_clips} clip(s), {'+'.join(pred.modalities)}]{extra}")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the lazy exports below, imported statically for type checke
     )
     from .config import DataConfig as DataConfig
     from .dataset import AVDataset as AVDataset, ClipError as ClipError
+    from .features import kaldi_fbank as kaldi_fbank
     from .loader import build_loader as build_loader
     from .shards import (
         ShardConfig as ShardConfig,

@@ -14,6 +14,13 @@ FRONTENDS = ("log_mel", "kaldi_fbank")
 """Values of `DataConfig.frontend` (`mbt.data.features`)."""
 
 
+MAX_SECONDS = 600.0
+"""Longest `audio_seconds` of one clip (whole files go through `mbt.timeline` window by window)."""
+MAX_SAMPLE_RATE = 384_000
+MAX_TEST_CLIPS = 1024
+"""Most `num_test_clips` per video (also the most `mbt predict --clips`)."""
+
+
 @dataclass
 class DataConfig:
     """Clip sampling, features and augmentation. Defaults follow Scenic's AudioSet recipe,
@@ -107,13 +114,49 @@ class DataConfig:
         return from_dict(cls, data)
 
     def __post_init__(self) -> None:
-        from ..models.config import ConfigError
-
         self.scale_jitter = tuple(self.scale_jitter)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field out of its range (before anything is sized by
+        it: `audio_seconds: 1e9` would ask for terabytes of samples), or a NaN statistic."""
+        from ..models.config import MAX_FRAMES, MAX_IMAGE_SIDE, MAX_SPECTROGRAM, ConfigError, check_range
+
+        check_range(self.num_frames, "num_frames", 1, MAX_FRAMES)
+        check_range(self.frame_rate, "frame_rate", 1e-3, 1000.0, float)
+        check_range(self.image_size, "image_size", 1, MAX_IMAGE_SIDE)
+        check_range(self.min_resize, "min_resize", 1, 2 * MAX_IMAGE_SIDE)
+        check_range(self.sample_rate, "sample_rate", 1000, MAX_SAMPLE_RATE)
+        check_range(self.audio_seconds, "audio_seconds", 0.0, MAX_SECONDS, float)
+        check_range(self.num_mel_bins, "num_mel_bins", 1, MAX_SPECTROGRAM[1])
+        check_range(self.window_ms, "window_ms", 0.1, 1000.0, float)
+        check_range(self.hop_ms, "hop_ms", 0.1, 1000.0, float)
+        check_range(self.spec_mean, "spec_mean", -1e6, 1e6, float)
+        check_range(self.spec_std, "spec_std", 1e-6, 1e6, float)
+        if self.pad_mode not in ("loop", "zeros"):
+            raise ConfigError(f"pad_mode: expected 'loop' or 'zeros', got {self.pad_mode!r:.40}")
+        for name in ("video_stream", "audio_stream"):
+            if getattr(self, name) is not None:
+                check_range(getattr(self, name), name, 0, 1023)
+        if len(self.scale_jitter) != 2:
+            raise ConfigError(f"scale_jitter: expected (low, high), got {len(self.scale_jitter)} values")
+        for v in self.scale_jitter:
+            check_range(v, "scale_jitter", 0.01, 100.0, float)
+        for name in ("color_jitter_prob", "color_drop_prob"):
+            check_range(getattr(self, name), name, 0.0, 1.0, float)
+        check_range(self.freq_mask_max_bins, "freq_mask_max_bins", 0, MAX_SPECTROGRAM[1])
+        check_range(self.time_mask_max_frames, "time_mask_max_frames", 0, MAX_SPECTROGRAM[0])
+        check_range(self.freq_mask_count, "freq_mask_count", 0, 100)
+        check_range(self.time_mask_count, "time_mask_count", 0, 100)
+        check_range(self.num_test_clips, "num_test_clips", 1, MAX_TEST_CLIPS)
+        check_range(self.num_test_crops, "num_test_crops", 1, 3)
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"data.frontend: expected one of {list(FRONTENDS)}, got {self.frontend!r}")
-        if self.target_length is not None and self.target_length < 1:
-            raise ConfigError(f"data.target_length: must be a positive frame count or null, got {self.target_length}")
+        if self.target_length is not None:
+            check_range(self.target_length, "target_length", 1, MAX_SPECTROGRAM[0])
+        if self.audio_seconds * 1000.0 / self.hop_ms > MAX_SPECTROGRAM[0]:
+            raise ConfigError(f"audio_seconds: {self.audio_seconds:g} s at hop_ms={self.hop_ms:g} gives more than "
+                              f"{MAX_SPECTROGRAM[0]} spectrogram frames")
 
     def sized_for(self, model: MBTConfig) -> DataConfig:
         """A copy with the clip geometry of `model`: frames and crop for rgb, window and mel
@@ -176,5 +219,9 @@ def load_data_config(directory: str | os.PathLike) -> DataConfig:
     from ..models.hub import resolve_model_dir
     from ..models.pretrained import read_config
 
-    data = read_config(resolve_model_dir(directory)).get("data")
-    return DataConfig.from_dict(data) if data else DataConfig()
+    folder = resolve_model_dir(directory)
+    data = read_config(folder).get("data")
+    try:
+        return DataConfig.from_dict(data) if data else DataConfig()
+    except (ValueError, TypeError) as e:  # e.g. spec_std: 0 would divide every spectrogram by zero
+        raise ValueError(f"{os.path.join(folder, 'config.json')}: data.{str(e)[:500]}") from e

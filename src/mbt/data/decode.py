@@ -22,6 +22,8 @@ Conventions (all times in seconds):
 * Any file that cannot be read (missing, a directory, empty, not media, truncated, no
   decodable frame) raises `DecodeError` naming the file and the cause; so does a still image
   (JPEG, PNG, ...: an image demuxer) given to `read_clip`, which is no video.
+* Audio with NaN or infinite samples (float formats can store them) raises `DecodeError`
+  naming the file: such a clip would make every output NaN. Frames are uint8, always finite.
 * Damage that FFmpeg conceals (a decoder that logs errors and outputs repaired or corrupt
   frames) is counted, not hidden: `Clip.damage` and, with ``count_frames``, `MediaInfo.damage`.
 * Streams: the video and audio streams marked default by the container, else the first of
@@ -47,8 +49,8 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-# The private names `mbt.timeline` (the feeds) and benchmarks/bench_data.py (`ClipReader`) read from here.
-from .feeds import AudioFeed, ClipReader, Converter, VideoFeed, rotate  # noqa: F401
+# The names `mbt.timeline` (the feeds) and benchmarks/bench_data.py (`ClipReader`) read from here.
+from .feeds import AudioFeed, ClipReader, Converter, VideoFeed, finite_audio, rotate  # noqa: F401
 from .media import (
     PAD_MODES,
     AudioStreamInfo,
@@ -71,6 +73,7 @@ __all__ = [
     "DecodeError",
     "MediaInfo",
     "VideoStreamInfo",
+    "finite_audio",
     "media_duration",
     "probe",
     "read_audio",

@@ -182,6 +182,17 @@ class _AudioSink:
         return first, self._place(np.zeros(end - first, dtype=np.float32), first)
 
 
+def finite_audio(audio: np.ndarray, path: str, start: float, sample_rate: int) -> np.ndarray:
+    """`audio` (samples from ``start`` s on) when every sample is finite; else `DecodeError` naming
+    ``path``, how many samples are NaN or infinite and where the first one lies."""
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DecodeError(f"{path}: {int(bad.sum())} of {audio.size} decoded audio samples are NaN or infinite "
+                          f"(first at {start + first / sample_rate:.3f} s); the file's audio is damaged")
+    return audio
+
+
 class ClipReader:
     """Decodes what one clip needs from an open file."""
 
@@ -260,7 +271,7 @@ class ClipReader:
                 w, h = h, w
             rgb = np.zeros((0, h, w, 3), dtype=np.uint8)
             shown = np.zeros(0, dtype=np.float64)
-        audio = self._audio_window() if self.want_audio else np.zeros(self.a_len, dtype=np.float32)
+        audio = self._finite(self._audio_window()) if self.want_audio else np.zeros(self.a_len, dtype=np.float32)
         return Clip(rgb=rgb, audio=audio, has_audio=self.media.astream is not None, frame_times=shown,
                     sample_rate=self.sample_rate, info=self.info, damage=self.damage,
                     extra={"seeked": self.seeked, "passes": self.passes, **self.decoded})
@@ -269,7 +280,12 @@ class ClipReader:
         if not self.want_audio:
             return np.zeros(0, dtype=np.float32)
         self._main_pass([])
-        return self._audio_window()
+        return self._finite(self._audio_window())
+
+    def _finite(self, audio: np.ndarray) -> np.ndarray:
+        """`audio`, or `DecodeError` when it holds NaN or infinite samples (a float WAV or FLAC can
+        store them): they would turn the spectrogram and every output into NaN."""
+        return finite_audio(audio, self.info.path, self.a_start / self.sample_rate, self.sample_rate)
 
     def _main_pass(self, times: list[float]) -> None:
         """Decode the frames, then the audio window (or, when the window wraps around the end

@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,9 +40,29 @@ __all__ = [
     "collate",
     "damaged_in",
     "once_per_file",
+    "worker_count",
     "worker_init",
     "worker_message",
 ]
+
+
+WORKERS_PER_CPU = 4
+"""Most loader workers per CPU (decoding waits on I/O at times, so a few per CPU can pay)."""
+
+
+def worker_count(requested: int) -> int:
+    """`requested` loader workers, capped to `WORKERS_PER_CPU` per CPU this process may use (with a
+    warning): each worker is a process, and `num_workers: 100000` would try to start them all.
+    (Below the cap, torch's DataLoader warns about more workers than CPUs itself.)"""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"num_workers: must be an integer >= 0, got {requested!r:.40}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = WORKERS_PER_CPU * cpus
+    if requested > limit:
+        warnings.warn(f"num_workers={requested} is more than {WORKERS_PER_CPU} per CPU of this machine ({cpus} "
+                      f"CPUs): using {limit}", stacklevel=3)
+        return limit
+    return requested
 
 
 def worker_init(worker_id: int) -> None:
@@ -136,6 +158,7 @@ def build_loader(
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = 0, 1
+    num_workers = worker_count(num_workers)
     workers = num_workers > 0
     common: dict[str, Any] = {
         "num_workers": num_workers, "collate_fn": collate,

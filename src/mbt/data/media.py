@@ -14,6 +14,8 @@ from typing import Any
 import av
 import numpy as np
 
+from ..io import not_a_file
+
 PAD_MODES = ("loop", "zeros")
 
 TIME_EPS = 1e-6
@@ -203,10 +205,9 @@ class Media:
 
     def __init__(self, path: str, threads: int = 1, video_stream: int | None = None,
                  audio_stream: int | None = None):
-        if os.path.isdir(path):
-            raise DecodeError(f"{path}: is a directory, not a media file")
-        if not os.path.exists(path):
-            raise DecodeError(f"{path}: no such file")
+        problem = not_a_file(path)
+        if problem:
+            raise DecodeError(f"{path}: {problem}" + (", not a media file" if problem == "is a directory" else ""))
         if os.path.getsize(path) == 0:
             raise DecodeError(f"{path}: empty file (0 bytes)")
         self.path, self.threads = path, threads

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +57,41 @@ PAPER_VIT = "vit_base_patch16_224.orig_in21k"
 """The initialisation of the paper: the original Google ImageNet-21k ViT-B/16 (big_vision /
 `vision_transformer`). Not timm's `vit_base_patch16_224_in21k`: that alias now loads the
 AugReg weights (`.augreg_in21k`), a different model."""
+
+
+MAX_WIDTH = 16384
+"""Widest `hidden_size` and `representation_size` (ViT-22B: 6144)."""
+MAX_MLP_DIM = 65536
+"""Widest `mlp_dim` (ViT-22B: 24576)."""
+MAX_LAYERS = 256
+"""Deepest tower (ViT-22B has 48 layers)."""
+MAX_HEADS = 256
+MAX_CLASSES = 100_000
+MAX_BOTTLENECKS = 1024
+MAX_FRAMES = 1024
+"""Most frames in a clip (`num_frames`, `n_sampled_frames`, `tubelet_size`; the paper uses 32)."""
+MAX_IMAGE_SIDE = 4096
+MAX_SPECTROGRAM = (60_000, 1024)
+"""Most (time bins, mel bins): 10 minutes at a 10 ms hop."""
+MAX_TOKENS = 65_536
+"""Most patch tokens per modality: the position embedding and attention grow with them."""
+
+
+def check_range(value: Any, name: str, lo: float, hi: float, kind: type = int) -> None:
+    """`ConfigError` naming `name` and the range unless `value` is a `kind` (int; float takes ints
+    too, finite only) in [lo, hi]: every size a file or a command line sets is checked before
+    anything is allocated."""
+    ok_type = (isinstance(value, int) and not isinstance(value, bool)) or (kind is float and isinstance(value, float))
+    if not ok_type or (kind is float and not np.isfinite(value)) or not lo <= value <= hi:
+        what = "an integer" if kind is int else "a finite number"
+        raise ConfigError(f"{name}: must be {what} in [{lo:g}, {hi:g}], got {_short(value)}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages that quote what a file holds."""
+    text = repr(value) if not isinstance(value, (list, tuple, dict)) or len(value) < 64 else (
+        f"<{type(value).__name__} of {len(value)} items>")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -203,9 +239,22 @@ class MBTConfig:
                 raise ConfigError(f"modalities: unknown modality {m!r}; known: {list(MODALITIES)}")
         if len(set(self.modalities)) != len(self.modalities):
             raise ConfigError(f"modalities: repeated modality in {list(self.modalities)}")
-        for name in ("num_classes", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        limits = {"num_classes": MAX_CLASSES, "hidden_size": MAX_WIDTH, "num_layers": MAX_LAYERS,
+                  "num_heads": MAX_HEADS, "mlp_dim": MAX_MLP_DIM, "tubelet_size": MAX_FRAMES,
+                  "num_frames": MAX_FRAMES, "n_sampled_frames": MAX_FRAMES}
+        for name, hi in limits.items():
+            check_range(getattr(self, name), name, 1, hi)
+        check_range(self.fusion_layer, "fusion_layer", 0, MAX_LAYERS)
+        check_range(self.num_bottlenecks, "num_bottlenecks", 0, MAX_BOTTLENECKS)
+        for i in range(2):
+            check_range(self.image_size[i], "image_size", 1, MAX_IMAGE_SIDE)
+            check_range(self.patch_size[i], "patch_size", 1, MAX_IMAGE_SIDE)
+            check_range(self.spectrogram_size[i], "spectrogram_size", 1, MAX_SPECTROGRAM[i])
+        if self.representation_size is not None:
+            check_range(self.representation_size, "representation_size", 1, MAX_WIDTH)
+        if self.class_splits is not None:
+            for n in self.class_splits:
+                check_range(n, "class_splits", 1, MAX_CLASSES)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"num_heads: {self.num_heads} heads do not divide hidden_size {self.hidden_size}"
@@ -220,8 +269,6 @@ class MBTConfig:
         _choice(self.tubelet_init, TUBELET_INITS, "tubelet_init")
         if self.fusion == "bottleneck" and self.num_bottlenecks < 1:
             raise ConfigError(f"num_bottlenecks: must be >= 1 for bottleneck fusion, got {self.num_bottlenecks}")
-        if self.tubelet_size < 1 or self.num_frames < 1 or self.n_sampled_frames < 1:
-            raise ConfigError("tubelet_size, num_frames and n_sampled_frames must be >= 1")
         _choice(self.gelu, GELUS, "gelu")
         if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps < 1):
             raise ConfigError(f"layer_norm_eps: must be a number in (0, 1), got {self.layer_norm_eps!r}")
@@ -246,8 +293,6 @@ class MBTConfig:
         for name in ("dropout_rate", "attention_dropout_rate", "stochastic_depth"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
-        if self.representation_size is not None and self.representation_size < 1:
-            raise ConfigError(f"representation_size: must be None or >= 1, got {self.representation_size}")
         if self.class_splits is not None:
             if sum(self.class_splits) != self.num_classes:
                 raise ConfigError(
@@ -265,6 +310,9 @@ class MBTConfig:
         for m in self.modalities:
             if self.num_patches(m) < 1:
                 raise ConfigError(f"{m}: the input is smaller than one patch ({self.patch_size})")
+            if self.num_patches(m) > MAX_TOKENS:
+                raise ConfigError(f"{m}: {self.num_patches(m)} patch tokens, more than the limit of {MAX_TOKENS} "
+                                  "(image_size / spectrogram_size, num_frames, patch_size)")
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -384,9 +432,10 @@ def sampled_frame_indices(num_frames: int, n_sampled_frames: int) -> list[int]:
 def _pair(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
-    value = tuple(value)
-    if len(value) != 2:
-        raise ConfigError(f"{name}: expected two integers, got {list(value)}")
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{name}: expected two integers, got {_short(value)}")
+    for v in value:  # the limits are checked in `validate`
+        check_range(v, name, -math.inf, math.inf)
     return (int(value[0]), int(value[1]))
 
 

@@ -82,9 +82,15 @@ def push_to_hub(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Upload MBT model",
+    allow_unverified: bool = False,
 ) -> Any:
     """Upload `model` (the `save_pretrained` folder and a generated model card) to `repo_id`,
-    creating the repository if needed; returns huggingface_hub's commit info."""
+    creating the repository if needed; returns huggingface_hub's commit info. A model loaded
+    from a folder without `weights_sha256` is refused unless `allow_unverified`: the upload would
+    give its weights a fresh checksum."""
+    if not getattr(model, "weights_verified", True) and not allow_unverified:
+        raise ValueError(f"{repo_id}: the model's weights were loaded without a weights_sha256 to verify them; "
+                         "pass allow_unverified=True to push them anyway")
     api = _hub().HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
         from .pretrained import save_pretrained

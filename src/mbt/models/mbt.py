@@ -218,6 +218,10 @@ class MBT(nn.Module):
     averages the heads it has.
     """
 
+    weights_verified: bool = True
+    """False for a model loaded from a folder without `weights_sha256` (`load_model`): `export` and
+    `push_to_hub` refuse it unless allowed, so unverified weights are never given a fresh checksum."""
+
     def __init__(self, config: MBTConfig):
         super().__init__()
         self.config = cfg = config
@@ -527,12 +531,14 @@ class MBT(nn.Module):
         return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> MBT:
+    def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu", *,
+                        require_checksum: bool = False) -> MBT:
         """Load a model written by `save_pretrained` (bit-exact), from a folder or from the Hub
-        as `hf-hub:org/name[@revision]`."""
+        as `hf-hub:org/name[@revision]`; `require_checksum` refuses a folder without `weights_sha256`."""
         from .hub import resolve_model_dir
 
-        return load_model(cls, resolve_model_dir(directory), map_location=map_location)
+        return load_model(cls, resolve_model_dir(directory), map_location=map_location,
+                          require_checksum=require_checksum)
 
 
 def inflate_patch_kernel(kernel_2d: Tensor, frames: int, method: str) -> Tensor:

@@ -4,7 +4,9 @@ The model layer owns it (`MBT.save_pretrained` / `MBT.from_pretrained`); the dat
 saved beside the model is an opaque section here, typed by `data.config.load_data_config`.
 `config.json` records `weights_sha256`, the sha256 of `model.safetensors`; loading verifies it,
 so damaged or truncated weights are refused with the file named (folders saved before the
-checksum existed still load, with a warning).
+checksum existed still load, with a warning, but `export` and Hub pushes refuse them unless
+allowed). Weights of the wrong dtype (int8 into a float parameter) or not finite are refused
+naming the key (`check_weights`); a malformed `config.json` field is an error naming the field.
 """
 
 from __future__ import annotations
@@ -63,25 +65,46 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: not an mbt model folder (no {CONFIG_NAME})")
     with open(path) as f:
-        config = json.load(f)
-    if config.get("format") != "mbt" or "model" not in config:
+        try:
+            config = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(config, dict) or config.get("format") != "mbt" or not isinstance(config.get("model"), dict):
         raise ValueError(f"{path}: not an mbt config (expected 'format': 'mbt' and a 'model' section)")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {config['format_version']} is newer than this mbt supports")
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"{path}: format_version: expected an integer, got {str(version)[:40]!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version} is newer than this mbt supports")
+    sha = config.get("weights_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise ValueError(f"{path}: weights_sha256: expected 64 hexadecimal digits, got {str(sha)[:80]!r}")
+    if not isinstance(config.get("data"), (dict, type(None))):
+        raise ValueError(f"{path}: data: expected a mapping of DataConfig fields or null")
     return config
 
 
-def load_model(model_class: type[M], directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> M:
+def load_model(model_class: type[M], directory: str | os.PathLike, map_location: str | torch.device = "cpu",
+               *, require_checksum: bool = False) -> M:
     """The model saved in `directory` (built as `model_class(config)`), weights
-    bit-identical to those saved."""
+    bit-identical to those saved (`check_weights`). A folder without `weights_sha256` loads with
+    a warning, or is refused with `require_checksum`; the model's `weights_verified` says which."""
     config = read_config(directory)
-    model = model_class(MBTConfig.from_dict(config["model"]))
+    try:
+        model_config = MBTConfig.from_dict(config["model"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{os.path.join(os.fspath(directory), CONFIG_NAME)}: model.{str(e)[:500]}") from e
+    model = model_class(model_config)
     weights = os.path.join(os.fspath(directory), WEIGHTS_NAME)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
     with open(weights, "rb") as f:
         data = f.read()
     expected = config.get("weights_sha256")
+    if expected is None and require_checksum:
+        raise ValueError(f"{weights}: no weights_sha256 in {CONFIG_NAME}, so the weights cannot be verified; "
+                         "save the model again (save_pretrained), or allow unverified weights explicitly "
+                         "(--allow-unverified)")
     if expected is None:
         warnings.warn(f"{weights}: no weights_sha256 in {CONFIG_NAME} (saved by an older mbt): not verified",
                       stacklevel=2)
@@ -92,8 +115,28 @@ def load_model(model_class: type[M], directory: str | os.PathLike, map_location:
         state = {k: v.to(map_location) for k, v in load(data).items()}
     except SafetensorError as e:  # its message does not name the file
         raise ValueError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    check_weights(state, model.state_dict(), weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not match the config (missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]})")
+    model.weights_verified = expected is not None
     return model.to(map_location).eval()
+
+
+def check_weights(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """`ValueError` naming `source` and the key unless every tensor of `state` that `expected` (the
+    model's own state) also has is of a compatible dtype and finite. Compatible: floating point into
+    floating point of any precision (the one cast `load_state_dict` does: a bf16 model loads into
+    float32), else the same dtype; an int8 tensor is never cast into a float parameter (quantised
+    weights need their scales). NaN or infinite weights would make every output NaN."""
+    for key, tensor in state.items():
+        target = expected.get(key)
+        if target is None:
+            continue
+        if tensor.dtype != target.dtype and not (tensor.is_floating_point() and target.is_floating_point()):
+            raise ValueError(f"{source}: {key}: stored as {tensor.dtype}, but the parameter is {target.dtype}; "
+                             "only floating-point weights load into floating-point parameters")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source}: {key}: {bad} of {tensor.numel()} values are NaN or infinite")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
+from ..models.pretrained import check_weights
 
 LATEST, PREVIOUS = "latest.pt", "previous.pt"
 _MAGIC = b"MBTCKPT1"  # trailer: sha256 digest (32 bytes) of the payload, then this tag
@@ -104,8 +105,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # e.g. an object weights_only refuses to build: never unpickle it
         raise CheckpointError(f"{path}: refused: it holds something other than tensors, numbers, strings "
                               f"and plain containers ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: no 'model' entry: not a training checkpoint")
+    weights = {k: v for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
+    try:
+        check_weights(weights, weights, str(path))  # a NaN weight: the previous checkpoint is used instead
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     return state
 
 

@@ -24,14 +24,22 @@ import yaml
 from ..data.annotations.formats import ANNOTATION_FORMATS
 from ..data.config import DataConfig
 from ..errors import ConfigError
-from ..io import atomic_write
-from ..models.config import PAPER_VIT, MBTConfig
+from ..io import atomic_write, load_yaml, not_a_file
+from ..models.config import PAPER_VIT, MBTConfig, check_range
 from ..overrides import ConfigDumper, ConfigLoader, coerce, parse_assignments, update
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """`torch.compile` modes `train.compile` accepts."""
+MAX_BATCH = 65_536
+"""Largest `batch_size`, `eval_batch_size` and `grad_accum_steps`."""
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 256
+"""Most `num_workers`; the loaders also cap it to 4 per CPU of the machine, with a warning
+(`mbt.data.loader.worker_count`)."""
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB; the paper's configs are a few KiB)."""
 SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
@@ -147,12 +155,10 @@ class DatasetConfig:
             raise ConfigError(f"val_fraction / balanced_subset: take annotation files, not format {self.format!r}")
         if self.balanced_subset is not None and self.balanced_subset < 1:
             raise ConfigError(f"balanced_subset: must be >= 1 or null, got {self.balanced_subset}")
-        if self.synthetic_items < 1:
-            raise ConfigError(f"synthetic_items: must be >= 1, got {self.synthetic_items}")
+        check_range(self.synthetic_items, "synthetic_items", 1, 1_000_000)
         if self.stream and self.format != SHARDS:
             raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
+        check_range(self.shuffle_buffer, "shuffle_buffer", 0, 1_000_000)
         if min(self.read_retries, self.read_backoff, self.read_ahead_mib) < 0 or not self.read_timeout > 0:
             raise ConfigError("read_retries, read_backoff, read_ahead_mib: must be >= 0; read_timeout: > 0 (got "
                               f"{self.read_retries}, {self.read_backoff}, {self.read_ahead_mib}; {self.read_timeout})")
@@ -273,14 +279,15 @@ class TrainConfig:
             raise ConfigError("nesterov: needs momentum > 0")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
             raise ConfigError(f"max_grad_norm: must be >= 0 or null, got {self.max_grad_norm}")
-        positive = ("epochs", "batch_size", "grad_accum_steps", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size: must be >= 1 or null, got {self.eval_batch_size}")
-        if self.eval_every < 0 or self.num_workers < 0:
-            raise ConfigError("eval_every and num_workers: must be >= 0")
+        limits = {"epochs": MAX_EPOCHS, "batch_size": MAX_BATCH, "grad_accum_steps": MAX_BATCH,
+                  "checkpoint_every": 2**40, "log_every": 2**40}
+        for name, hi in limits.items():
+            check_range(getattr(self, name), name, 1, hi)
+        if self.eval_batch_size is not None:
+            check_range(self.eval_batch_size, "eval_batch_size", 1, MAX_BATCH)
+        check_range(self.eval_every, "eval_every", 0, 2**40)
+        check_range(self.num_workers, "num_workers", 0, MAX_WORKERS)
+        check_range(self.seed, "seed", 0, 2**63 - 1)
         if self.fsdp and self.clip_per_replica:
             raise ConfigError("clip_per_replica: not available with fsdp (gradients are reduced while sharded)")
         if self.batch_size % self.grad_accum_steps:
@@ -372,11 +379,17 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str | os.PathLike, base: ExperimentConfig | None = None) -> ExperimentConfig:
         """A config file (YAML or JSON) applied on top of `base`."""
+        problem = not_a_file(path)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
         with open(path) as f:
-            try:
-                data = yaml.load(f, Loader=ConfigLoader)  # a SafeLoader
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+            text = f.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: more than {MAX_CONFIG_BYTES} characters; not a config file")
+        try:
+            data = load_yaml(text, os.fspath(path), ConfigLoader)  # aliases bounded: a 'billion laughs' is refused
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         try:
             return cls.from_dict(data or {}, base)
         except ConfigError as e:
@@ -393,4 +406,12 @@ _SECTIONS = ("model", "data", "dataset", "train")
 
 def _rebuild(section: Any, values: dict[str, Any], prefix: str) -> Any:
     """`section` rebuilt (and so validated) once with `values` set, type-checked."""
-    return update(section, values, f"{prefix}.")
+    try:
+        return update(section, values, f"{prefix}.")
+    except ConfigError as e:
+        raise ConfigError(_cut(str(e))) from e
+
+
+def _cut(message: str, limit: int = 500) -> str:
+    """An error message that quotes a value from a file, cut to `limit` characters."""
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message)} characters)"

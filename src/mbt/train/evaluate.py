@@ -46,6 +46,9 @@ class EvalResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)
     """(path, damage) of the files whose clips decoded with concealed damage (FFmpeg errors,
     corrupt or missing frames): evaluated, but listed so a score is never silently built on them."""
+    non_finite: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of the videos whose mean logits hold NaN or infinity: left out of the
+    metrics and of `logits` (a NaN argmax would count as class 0), listed here."""
 
 
 @torch.no_grad()
@@ -71,15 +74,16 @@ def evaluate(
     views = getattr(dataset, "views", 1)
     modalities = dataset.modalities
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers, distributed=dist.enabled)
-    sums: dict[int, list[Any]] = {}  # item -> [sum of logits, views, video id, label]
-    outputs: list[tuple[torch.Tensor, list[int], list[str], torch.Tensor]] = []
+    sums: dict[int, list[Any]] = {}  # item -> [sum of logits, views, video id, label, path]
+    outputs: list[tuple[torch.Tensor, list[int], list[str], torch.Tensor, list[str]]] = []
     bar = tqdm(total=len(loader), desc=desc, unit="batch", disable=not (progress and dist.is_main),
                dynamic_ncols=True, leave=False)
     try:
         for batch in loader:
             with autocast(dist.device, amp_dtype):
                 logits = forward_present(model, batch, modalities, dist.device)
-            outputs.append((logits.float(), batch["index"].tolist(), batch["video_id"], batch["label"]))
+            outputs.append((logits.float(), batch["index"].tolist(), batch["video_id"], batch["label"],
+                            batch.get("path", batch["video_id"])))
             bar.update(1)
     finally:
         bar.close()
@@ -87,9 +91,9 @@ def evaluate(
     # the logits stay on the device until the pass ends: one transfer, no wait per batch
     all_logits = torch.cat([o[0] for o in outputs]).cpu().numpy().astype(np.float64) if outputs else None
     row = 0
-    for _, indices, video_ids, labels in outputs:
+    for _, indices, video_ids, labels, paths in outputs:
         for i, (index, video_id) in enumerate(zip(indices, video_ids, strict=True)):
-            entry = sums.setdefault(index // views, [0.0, 0, video_id, labels[i].numpy()])
+            entry = sums.setdefault(index // views, [0.0, 0, video_id, labels[i].numpy(), paths[i]])
             entry[0] = entry[0] + all_logits[row]
             entry[1] += 1
             row += 1
@@ -99,13 +103,15 @@ def evaluate(
     for local, local_skipped, local_damaged in all_gather_objects((sums, loader.skipped, loader.damaged), dist):
         skipped.extend(local_skipped)
         damaged.extend(local_damaged)
-        for key, (total, count, video_id, label) in local.items():
+        for key, (total, count, video_id, label, path) in local.items():
             if key in merged:  # the views of one video were sharded over several processes
                 merged[key][0] = merged[key][0] + total
                 merged[key][1] += count
             else:
-                merged[key] = [total, count, video_id, label]
-    keys = sorted(merged)
+                merged[key] = [total, count, video_id, label, path]
+    non_finite = [(merged[k][4], "the model's scores are NaN or infinite") for k in sorted(merged)
+                  if not np.isfinite(merged[k][0]).all()]
+    keys = [k for k in sorted(merged) if np.isfinite(merged[k][0]).all()]
     num_classes = getattr(dataset, "num_classes", None)
     logits_v = np.stack([merged[k][0] / merged[k][1] for k in keys]) if keys else np.zeros((0, num_classes or 0))
     labels_v = np.stack([merged[k][3] for k in keys]) if keys else np.zeros_like(logits_v)
@@ -117,7 +123,9 @@ def evaluate(
     metrics["num_skipped"] = float(len(skipped))
     damaged = once_per_file(damaged)
     metrics["num_damaged_files"] = float(len(damaged))
-    return EvalResult(metrics, [merged[k][2] for k in keys], logits_v, labels_v, counts, skipped, damaged)
+    metrics["num_non_finite"] = float(len(non_finite))
+    return EvalResult(metrics, [merged[k][2] for k in keys], logits_v, labels_v, counts, skipped, damaged,
+                      non_finite)
 
 
 def forward_present(model: nn.Module, batch: dict[str, Any], modalities: Sequence[str],

@@ -23,6 +23,7 @@ Run folder:
     final/               final model (save_pretrained format)
     eval/<split>/        predictions.jsonl / .npz of the final evaluations
     results.json         final metrics, best score, counts of skipped items
+    run.lock             who is writing the folder (`run_folder.run_lock`; empty when no run is)
 
 Only rank 0 writes the folder; with several nodes it must be on storage every node sees
 (every process reads the checkpoint to resume).
@@ -90,7 +91,7 @@ from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
 from .precision import autocast, resolve_amp, resolve_compile
-from .run_folder import MetricsLog, RunFolder, default_run_dir, setup_logging
+from .run_folder import MetricsLog, RunFolder, default_run_dir, run_lock, setup_logging
 
 log = logging.getLogger("mbt.train")
 
@@ -117,7 +118,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: b
     try:
         if run_dir is None:
             run_dir = broadcast_object(str(default_run_dir(cfg.name)), d)
-        return Trainer(cfg, RunFolder(run_dir), d, resume=resume, progress=progress, datasets=datasets).run()
+        with run_lock(run_dir, enabled=d.is_main):  # a second run on this folder fails at once
+            return Trainer(cfg, RunFolder(run_dir), d, resume=resume, progress=progress, datasets=datasets).run()
     finally:
         for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
             log.removeHandler(handler)
@@ -400,6 +402,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=d.device)
+        self.step_files: list[str] = []  # the files of this step's clips, for a non-finite loss's message
         for micro in range(tc.grad_accum_steps):
             tic = time.perf_counter()
             try:
@@ -407,6 +410,7 @@ class Trainer:
             except ClipError as e:  # from a worker: its message first, not its traceback
                 raise ClipError(worker_message(e)) from e
             self.data_wait += time.perf_counter() - tic
+            self.step_files += batch.get("path", [])
             if batch["skipped"]:
                 self.skipped = once_per_file([*self.skipped, *batch["skipped"]])
             if any(batch.get("damage", ())):
@@ -447,11 +451,15 @@ class Trainer:
             f"; {int(sums[2])} non-finite step(s) since step {first}: on accelerators the loss is read only at "
             "log, validation and checkpoint steps, so those earlier updates were applied (never saved)")
         mean = self.steps_in_sums * self.dist.world_size
+        files = list(dict.fromkeys(self.step_files))
+        batch = (f" The clips of step {self.step} on this process came from {len(files)} file(s): "
+                 f"{', '.join(files[:8])}{' ...' if len(files) > 8 else ''}." if files else "")
         raise NonFiniteLossError(
             f"non-finite training loss at step {self.step} (epoch {epoch}): loss={sums[0] / mean}, "
             f"grad_norm={sums[1] / mean}{span}. The update was not applied and the run stopped. Last checkpoint: "
-            f"{where}. Try a lower train.lr, gradient clipping (train.max_grad_norm), or train.amp='off'; resume "
-            "with --resume."
+            f"{where}.{batch} Decoded inputs are checked to be finite, so look first at those files' content "
+            "(extreme values), then at the optimisation: a lower train.lr, gradient clipping "
+            "(train.max_grad_norm), or train.amp='off'; resume with --resume."
         )
 
     # ------------------------------------------------------------------ evaluation

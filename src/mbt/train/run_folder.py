@@ -1,7 +1,8 @@
-"""The run folder: where a training run keeps its config, log, metrics, checkpoints and models,
-and which of its weights to use: `best` (the validation-chosen model, the default when the run
-kept one), `final`, or `latest` (the newest training checkpoint, verified; the previous one
-when it is damaged)."""
+"""The run folder: where a training run keeps its config, log, metrics, checkpoints and models;
+`run_lock`, which keeps a second run from writing into it at the same time; and which of its
+weights to use: `best` (the validation-chosen model, the default when the run kept one),
+`final`, or `latest` (the newest training checkpoint, verified; the previous one when it is
+damaged)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import json
 import logging
 import math
 import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +30,63 @@ from .evaluate import json_safe
 log = logging.getLogger("mbt.train")
 
 
+LOCK_NAME = "run.lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live run holds the run folder's lock; the message names it (pid, host, start time)."""
+
+
+@contextmanager
+def run_lock(root: str | Path, enabled: bool = True) -> Iterator[None]:
+    """Hold `root/run.lock` while a run writes to `root` (the main process only: `enabled`).
+
+    The lock is an exclusive `flock` on the file, which the kernel releases when its process
+    ends in any way (SIGKILL, a node reboot for NFS); the file records the holder (pid, host,
+    start time, command) for the error a second run gets at once (`RunLockedError`). A lock left
+    by a run that was killed is therefore free: it is taken over, with its holder named in the
+    log, so `--resume` after a crash or a requeue just works. On release the file is emptied (it
+    is never removed: a run that opened it in the meantime must not lock a deleted file). File
+    systems without `flock` across machines (Lustre without `-o flock`) cannot see a run on
+    another machine."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    path = Path(root) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{Path(root)}: another run is writing to this run folder ({_holder(fd)}); wait for "
+                                 f"it to end or choose another run folder") from None
+        previous = _holder(fd)
+        if previous != "holder unknown":
+            log.warning("%s: taking over the lock of a run that ended without releasing it (%s)", root, previous)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:500]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _holder(fd: int) -> str:
+    """Who the lock file names, in words."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"null")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info.get('command', '')}".strip()
+    except (ValueError, TypeError, KeyError):
+        return "holder unknown"
+
+
 class RunFolder:
     """Paths of a run folder."""
 
@@ -39,6 +101,7 @@ class RunFolder:
         self.best = self.root / "best"
         self.final = self.root / "final"
         self.results = self.root / "results.json"
+        self.lock = self.root / LOCK_NAME
 
     def eval_dir(self, split: str) -> Path:
         return self.root / "eval" / split

@@ -589,14 +589,13 @@ def convert_scenic(
     sections, or just the model fields) -> a `save_pretrained` folder `out`. Returns the model,
     the data config saved with it, and whether that came from the dump's dataset_configs
     (otherwise the released AudioSet config's, sized to the model)."""
-    import yaml
-
     from ..data.annotations import read_class_list
+    from ..io import load_yaml
     from ..models.pretrained import save_pretrained
 
     with open(config) as f:
         text = f.read()
-    loaded = json.loads(text) if config.endswith(".json") else yaml.safe_load(text)
+    loaded = json.loads(text) if config.endswith(".json") else load_yaml(text, config)
     if not isinstance(loaded, Mapping):
         raise ScenicFormatError(f"{config}: expected a mapping (a Scenic config or its 'model' fields)")
     model_config, dataset_configs = split_scenic_config(loaded)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ...io import not_a_file
+
 PathLike = str | os.PathLike
 
 MAX_LISTED = 10  # problems named in an error message
@@ -150,7 +152,11 @@ class Annotations:
 
 # ---------------------------------------------------------------------- helpers
 def open_text(path: PathLike) -> io.TextIOBase:
-    """Open a text file for the csv module; `.gz` is decompressed; a UTF-8 BOM is dropped."""
+    """Open a text file for the csv module; `.gz` is decompressed; a UTF-8 BOM is dropped. A path
+    that exists but is no regular file (a FIFO, a device) is an `AnnotationError`."""
+    problem = not_a_file(path)
+    if problem and problem != "no such file":
+        raise AnnotationError(f"{path}: {problem}")
     if str(path).endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
     return open(path, encoding="utf-8-sig", newline="")
@@ -165,8 +171,9 @@ def csv_rows(path: PathLike, rows: BadRows | None = None, **kwargs: Any) -> Iter
     or whose quote runs over the line end (an unterminated quote) is a bad row that costs only
     itself, reported to `rows` (raised as `AnnotationError` naming file and line without `rows`, or
     on line 1)."""
-    if not os.path.isfile(path):
-        raise AnnotationError(f"{path}: no such annotation file")
+    problem = not_a_file(path)
+    if problem:
+        raise AnnotationError(f"{path}: {'no such annotation file' if problem == 'no such file' else problem}")
     line = 0
     bad_lines: dict[int, str] = {}
     pending: list[bytes] = []  # lines a runaway quote swallowed, read again

@@ -19,7 +19,7 @@ from ..batch import ClipError, SkippedItem, collate
 from ..config import DataConfig
 from ..dataset import MODALITIES, Split, check_modalities, item_seed
 from ..decode import DecodeError
-from ..loader import AVLoader, worker_init
+from ..loader import AVLoader, worker_count, worker_init
 from .dataset import SampleDecoder
 from .format import ShardError, sample_meta
 from .io import ShardSet, open_shards, open_stream
@@ -267,6 +267,7 @@ def build_stream_loader(stream: ShardStream, batch_size: int, num_workers: int =
     """A loader of `stream` batches; workers each read their own shards and batch inside the
     worker (training: whole batches, equal in number on every rank). Workers are started per
     epoch, so call `set_epoch` before iterating."""
+    num_workers = worker_count(num_workers)
     stream.batch_size, stream.num_workers = batch_size, num_workers
     loader = DataLoader(
         stream, batch_size=None, collate_fn=_batch_as_is, num_workers=num_workers, pin_memory=torch.cuda.is_available(),

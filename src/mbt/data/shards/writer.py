@@ -27,6 +27,7 @@ from ..annotations import Annotations, Item
 from ..config import DataConfig
 from ..dataset import AVDataset, ClipError
 from ..decode import DecodeError, probe, read_audio, read_clip
+from ..loader import worker_count
 from ..views import centre_range
 from .format import (
     AUDIO_CODECS,
@@ -327,6 +328,7 @@ def prepare_shards(
     if workers > 1 and len(todo) > 1:
         import multiprocessing
 
+        workers = worker_count(workers)  # at most 4 per CPU of the machine, with a warning
         with multiprocessing.get_context().Pool(min(workers, len(todo)), _init_worker, (plan,)) as pool:
             for index in pool.imap_unordered(_write_shard_in_worker, todo):
                 indexes[int(index["shard"][6:12])] = index
