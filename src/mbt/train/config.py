@@ -214,6 +214,13 @@ class TrainConfig:
     """Steps between validation passes; 0: at the end of every epoch (official)."""
     log_every: int = 50
     """Steps between training-metric log lines."""
+    max_unreadable_share: float = 0.5
+    """With `dataset.skip_bad`: stop the run (naming counts and the first causes) when more
+    than this share of the training clips of the last `unreadable_window` steps could not be
+    read, e.g. storage that went away; 1: never. (A step with no readable clip at all is
+    never taken, and a run that read none fails.)"""
+    unreadable_window: int = 100
+    """Steps over which `max_unreadable_share` is measured (from the first full window)."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and mixup (official `rng_seed`)."""
     num_workers: int = 8
@@ -250,6 +257,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size: must be >= 1 or null, got {self.eval_batch_size}")
+        if not 0 <= self.max_unreadable_share <= 1:
+            raise ConfigError(f"max_unreadable_share: must be in [0, 1], got {self.max_unreadable_share}")
+        if self.unreadable_window < 1:
+            raise ConfigError(f"unreadable_window: must be >= 1, got {self.unreadable_window}")
         if self.eval_every < 0 or self.num_workers < 0:
             raise ConfigError("eval_every and num_workers: must be >= 0")
         if self.fsdp and self.clip_per_replica:

@@ -18,14 +18,26 @@ Run folder:
     log.txt              the log
     metrics.jsonl        one JSON record per train log line / evaluation
     tb/                  TensorBoard events (when tensorboard is installed)
-    checkpoints/latest.pt the last checkpoint; previous.pt the one before (checksummed, see checkpoint.py)
+    checkpoints/latest.pt the last checkpoint; previous.pt the one before (checksummed, see checkpoint.py);
+                         with FSDP they hold the step and random states, and name step-<N>/, the
+                         per-process shards of the weights and optimizer state (DCP)
+    logs/rank<R>.txt     with several processes, each process's own log
     best/                best validation model (save_pretrained format)
     final/               final model (save_pretrained format)
     eval/<split>/        predictions.jsonl / .npz of the final evaluations
     results.json         final metrics, best score, counts of skipped items
 
-Only rank 0 writes the folder; with several nodes it must be on storage every node sees
-(every process reads the checkpoint to resume).
+Rank 0 writes the folder (every process its shards and its log); with several nodes it must
+be on a filesystem every node sees (every process reads the checkpoint to resume).
+
+`resume='auto'` (`--resume auto`) continues the run of the folder from its latest good
+checkpoint when it holds one and starts it otherwise, so one command line serves the first
+start, `torchrun --max-restarts` and a scheduler's requeue (`continues_run`).
+
+With `dataset.skip_bad`, unreadable clips are left out and counted; a step none of whose clips
+could be read is not taken, a share of unreadable clips above `train.max_unreadable_share`
+over `train.unreadable_window` steps stops the run (`UnreadableDataError`), and so does a run
+that read no clip at all: storage that went away is never a successful run.
 """
 
 from __future__ import annotations
@@ -33,11 +45,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,23 +72,30 @@ from ..models.pretrained import save_pretrained
 from .checkpoint import (
     LATEST,
     PREVIOUS,
+    SHARDED,
+    load_checkpoint,
     load_resume_checkpoint,
+    read_shards,
+    remove_shard_folders,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_shards,
 )
 from .config import ExperimentConfig
 from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
 from .distributed import (
     Dist,
     all_gather_objects,
+    all_reduce_ints,
     all_reduce_sum,
     barrier,
     broadcast_object,
     broadcast_parameters,
     full_state_dict,
     fully_shard_blocks,
+    host_group,
     init_distributed,
     shutdown,
 )
@@ -87,8 +109,37 @@ from .run_folder import MetricsLog, RunFolder, default_run_dir, setup_logging
 log = logging.getLogger("mbt.train")
 
 
+Resume = bool | Literal["auto"]
+"""False: a new run; True: continue the run of the folder; 'auto': continue it when the folder
+holds a checkpoint, else start it."""
+KILL_AT_STEP = "MBT_TEST_KILL_AT_STEP"
+"""Test-only: rank 0 SIGKILLs itself after this step in the first attempt of a torchrun job
+(TORCHELASTIC_RESTART_COUNT 0 or unset), to test restarts."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss (or, without fp16 scaling, the gradient) became NaN or infinite."""
+
+
+class UnreadableDataError(RuntimeError):
+    """Too many training clips could not be read (skip_bad): the message has the counts and causes."""
+
+
+def continues_run(folder: RunFolder, resume: Resume) -> bool:
+    """Whether this run continues the one saved in `folder`: `resume=True` needs a checkpoint
+    there, 'auto' continues one when there is one, False refuses a folder that holds one.
+    (Which checkpoint, latest or previous, is `load_resume_checkpoint`'s choice.)"""
+    saved = folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()
+    if resume == "auto":
+        return saved
+    if resume and not saved:
+        raise FileNotFoundError(f"{folder.latest}: no checkpoint to resume from")
+    if not resume and saved:
+        raise ConfigError(
+            f"{folder.root} already holds a run (checkpoints/{LATEST}); pass --resume to continue it "
+            "(--resume auto: continue it if there is one) or choose another run folder"
+        )
+    return bool(resume)
 
 
 def _format(metrics: dict[str, float], keys: tuple[str, ...] = ()) -> str:
@@ -96,11 +147,11 @@ def _format(metrics: dict[str, float], keys: tuple[str, ...] = ()) -> str:
     return " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: Resume = False,
           progress: bool = True, datasets: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (default `runs/<name>-<time>`); with `resume`, continue
-    the run saved there. Under torchrun every process calls this. Returns the results
-    written to results.json.
+    the run saved there ('auto': when there is one). Under torchrun every process calls this.
+    Returns the results written to results.json.
 
     `datasets`: ready-made {'train': ..., 'val': ..., 'test': ...} datasets (with an
     `annotations` attribute, e.g. `mbt.data.dataset.InMemoryDataset`) used instead of
@@ -120,18 +171,13 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: b
 class Trainer:
     """State of one training run; `run()` does the work."""
 
-    def __init__(self, cfg: ExperimentConfig, folder: RunFolder, d: Dist, *, resume: bool, progress: bool,
+    def __init__(self, cfg: ExperimentConfig, folder: RunFolder, d: Dist, *, resume: Resume, progress: bool,
                  datasets: dict[str, Any] | None = None) -> None:
-        self.folder, self.dist, self.resume, self.progress = folder, d, resume, progress
+        self.folder, self.dist, self.progress = folder, d, progress
         if d.is_main:
             folder.root.mkdir(parents=True, exist_ok=True)
-            if not resume and (folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()):
-                raise ConfigError(
-                    f"{folder.root} already holds a run (checkpoints/{LATEST}); pass --resume to continue it "
-                    "or choose another run folder"
-                )
-            if resume and not (folder.latest.exists() or (folder.checkpoints / PREVIOUS).exists()):
-                raise FileNotFoundError(f"{folder.latest}: no checkpoint to resume from")
+        resume = broadcast_object(continues_run(folder, resume) if d.is_main else None, d)
+        self.resume = resume
         barrier(d)
         setup_logging(folder, d)
         tc = cfg.train
@@ -194,13 +240,22 @@ class Trainer:
         self.last_val: EvalResult | None = None
         self.skipped: list[tuple[str, str]] = []  # unreadable training clips (this process; rank 0: + resumed)
         self.damaged: list[tuple[str, str]] = []  # training clips decoded with concealed damage (this run)
+        self.clips_trained = 0  # readable training clips of the steps taken (this process; rank 0: + resumed)
+        self.steps_without_clips = 0  # steps not taken: none of their clips could be read (every process)
+        # global (readable, unreadable) clips of the last steps; known with skip_bad or one process
+        self.count_clips = cfg.dataset.skip_bad or not d.enabled
+        self.counts_group = host_group(d) if cfg.dataset.skip_bad else None
+        self.recent: deque[tuple[int, int]] = deque(maxlen=tc.unreadable_window)
+        self.shards_in_latest: str | None = None  # the shard folder the committed latest.pt names
+        self.kill_at = int(os.environ.get(KILL_AT_STEP, 0)) if d.is_main and os.environ.get(
+            "TORCHELASTIC_RESTART_COUNT", "0") == "0" else 0
         self.data_wait = 0.0  # seconds spent waiting for the loader since the last log line
         # [loss, grad_norm, non-finite steps] summed on the device since the last log line: an
         # accelerator's queue of kernels is never drained to read them, except at read steps
         self.sums, self.steps_in_sums = torch.zeros(3, device=d.device), 0
         self.read_every_step = host_sync_is_cheap(d.device)
         if resume:
-            self._load(folder.latest)
+            self._load()
 
         self.ddp: DistributedDataParallel | None = None
         net: nn.Module = self.model
@@ -219,48 +274,74 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        """The checkpoint; collective (gathers every process's random state)."""
-        rngs = all_gather_objects(rng_state(self.mix_rng), self.dist)
-        skipped = once_per_file(s for part in all_gather_objects(self.skipped, self.dist) for s in part)
-        if self.fsdp:  # full tensors on rank 0, optimizer state keyed by parameter names
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            model_state = full_state_dict(self.model)
-            optimizer_state = get_optimizer_state_dict(
-                self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        else:
-            model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
-        return {
+        """The checkpoint; collective (gathers every process's random state and counts; under
+        FSDP every process writes its shards, see checkpoint.py)."""
+        d = self.dist
+        rngs = all_gather_objects(rng_state(self.mix_rng), d)
+        skipped = once_per_file(s for part in all_gather_objects(self.skipped, d) for s in part)
+        state: dict[str, Any] = {
             "step": self.step,
             "fsdp": self.fsdp,
-            "model": model_state,
-            "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
             "best": self.best,
             "skipped": skipped,
-            "world_size": self.dist.world_size,
+            "clips_trained": sum(all_gather_objects(self.clips_trained, d)),
+            "steps_without_clips": self.steps_without_clips,
+            "world_size": d.world_size,
             "config": self.cfg.to_dict(),
         }
+        if self.fsdp:  # per-process shards, stored by parameter name: loadable at any world size
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+            state[SHARDED] = write_shards(self.folder.checkpoints, f"step-{self.step:08d}",
+                                          {"model": model_state, "optimizer": optimizer_state["state"]}, d)
+            state["optimizer_groups"] = optimizer_state["param_groups"]
+        else:
+            state["model"], state["optimizer"] = self.model.state_dict(), self.optimizer.state_dict()
+        return state
 
     def _save(self) -> None:
         state = self._state()
+        shards = state[SHARDED]["folder"] if SHARDED in state else None
         if self.dist.is_main:
             save_checkpoint(state, self.folder.latest)
+            # the new latest.pt and previous.pt (the old latest) name at most these two
+            remove_shard_folders(self.folder.checkpoints, {n for n in (shards, self.shards_in_latest) if n})
             log.info("checkpoint: step %d -> %s", self.step, self.folder.latest)
+        self.shards_in_latest = shards
         barrier(self.dist)
 
-    def _load(self, path: Path) -> None:
-        stale = remove_stale_temporaries(path.parent) if self.dist.is_main else []
-        if stale:
-            log.info("removed %d unfinished checkpoint file(s) left by an interrupted write", len(stale))
-        ck, path = load_resume_checkpoint(path.parent)
-        if ck.get("fsdp", False) != self.fsdp:
+    def _load(self) -> None:
+        """Continue from the latest good checkpoint: rank 0 chooses it (latest.pt, or previous.pt
+        when latest is damaged, shards verified), every process loads that one."""
+        d, checkpoints = self.dist, self.folder.checkpoints
+        chosen = None
+        if d.is_main:
+            stale = remove_stale_temporaries(checkpoints)
+            if stale:
+                log.info("removed %d unfinished checkpoint file(s) left by an interrupted write", len(stale))
+            ck, path = load_resume_checkpoint(checkpoints)
+            chosen = str(path)
+        path = Path(broadcast_object(chosen, d))
+        if not d.is_main:
+            ck = load_checkpoint(path)
+        if SHARDED in ck:  # any world size, sharded or not
+            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+            model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+            tensors = {"model": model_state, "optimizer": optimizer_state["state"]}
+            read_shards(checkpoints, ck[SHARDED], tensors)
+            set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
+                           optim_state_dict={"state": tensors["optimizer"], "param_groups": ck["optimizer_groups"]})
+            self.shards_in_latest = ck[SHARDED]["folder"]
+        elif ck.get("fsdp", False) != self.fsdp:
             raise ConfigError(
-                f"{path}: written {'with' if ck.get('fsdp') else 'without'} FSDP sharding; resume it with the same "
-                f"train.fsdp and a world size {'> 1' if ck.get('fsdp') else 'of 1 or train.fsdp=false'}"
+                f"{path}: written {'with' if ck.get('fsdp') else 'without'} FSDP sharding as one file; resume it "
+                f"with the same train.fsdp and a world size {'> 1' if ck.get('fsdp') else 'of 1 or train.fsdp=false'}"
             )
-        if self.fsdp:
+        elif self.fsdp:  # one file of full tensors (earlier versions), optimizer state keyed by names
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_model_state_dict,
@@ -279,14 +360,18 @@ class Trainer:
         if changed:
             log.warning("the config differs from the checkpoint's in %s; the resumed run is not an exact "
                         "continuation", changed)
-        self.skipped = list(ck["skipped"]) if self.dist.is_main else []
-        if ck["world_size"] == self.dist.world_size:
-            set_rng_state(ck["rng"][self.dist.rank], self.mix_rng)
+        self.skipped = list(ck["skipped"]) if d.is_main else []
+        # checkpoints of earlier versions did not count: every step then took a full batch
+        trained = ck.get("clips_trained", self.step * self.cfg.train.batch_size)
+        self.clips_trained = int(trained) if d.is_main else 0
+        self.steps_without_clips = int(ck.get("steps_without_clips", 0))
+        if ck["world_size"] == d.world_size:
+            set_rng_state(ck["rng"][d.rank], self.mix_rng)
         else:
             log.warning("resuming with %d processes instead of %d: random states are not restored, so "
                         "stochastic-depth masks and mixup lambdas (not the data order or augmentation) "
                         "differ from an uninterrupted run",
-                        self.dist.world_size, ck["world_size"])
+                        d.world_size, ck["world_size"])
         log.info("resumed from %s at step %d of %d", path, self.step, self.schedule.total_steps)
 
     # ------------------------------------------------------------------ training
@@ -385,21 +470,19 @@ class Trainer:
         and a non-finite loss stops the run before this step's update. Returns the sums
         read ([loss, grad_norm, non-finite steps] over every process) or None."""
         tc, d = self.cfg.train, self.dist
+        micro_batches = [self._next_batch(batches) for _ in range(tc.grad_accum_steps)]
+        kept = sum(b["batch_size"] for b in micro_batches)
+        if self.count_clips:  # the same counts, and so the same decisions, on every process
+            counts = all_reduce_ints([kept, sum(len(b["skipped"]) for b in micro_batches)], d, self.counts_group)
+            self._check_unreadable_share(*counts)
+            if counts[0] == 0:
+                return self._skip_step(counts[1], read)
+        self.clips_trained += kept
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=d.device)
-        for micro in range(tc.grad_accum_steps):
-            tic = time.perf_counter()
-            try:
-                batch = next(batches)
-            except ClipError as e:  # from a worker: its message first, not its traceback
-                raise ClipError(worker_message(e)) from e
-            self.data_wait += time.perf_counter() - tic
-            if batch["skipped"]:
-                self.skipped = once_per_file([*self.skipped, *batch["skipped"]])
-            if any(batch.get("damage", ())):
-                self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
+        for micro, batch in enumerate(micro_batches):
             last = micro == tc.grad_accum_steps - 1
             loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica, micro=micro)
         norm = self._clip().float().to(d.device)
@@ -419,6 +502,53 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return sums
+
+    def _next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next micro-batch; its skipped and damaged clips are noted, its wait timed."""
+        tic = time.perf_counter()
+        try:
+            batch = next(batches)
+        except ClipError as e:  # from a worker: its message first, not its traceback
+            raise ClipError(worker_message(e)) from e
+        self.data_wait += time.perf_counter() - tic
+        if batch["skipped"]:
+            self.skipped = once_per_file([*self.skipped, *batch["skipped"]])
+        if any(batch.get("damage", ())):
+            self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
+        return batch
+
+    def _skip_step(self, unreadable: int, read: bool) -> list[float] | None:
+        """A step none of whose clips could be read: no forward, no update; the step (the data
+        position and the schedule) moves on."""
+        self.steps_without_clips += 1
+        if self.steps_without_clips == 1:
+            log.warning("step %d: none of its %d clips could be read (skip_bad); the step is not taken "
+                        "(steps without clips are counted in results.json)", self.step + 1, unreadable)
+        self.step += 1
+        return all_reduce_sum(self.sums.clone(), self.dist).tolist() if read or self.read_every_step else None
+
+    def _check_unreadable_share(self, readable: int, unreadable: int) -> None:
+        """Stop when the unreadable share of the last `unreadable_window` steps' clips passes
+        `max_unreadable_share` (decided on global counts: every process stops together)."""
+        tc = self.cfg.train
+        self.recent.append((readable, unreadable))
+        if len(self.recent) < tc.unreadable_window:
+            return
+        kept, lost = (sum(c) for c in zip(*self.recent, strict=True))
+        if lost > tc.max_unreadable_share * (kept + lost):
+            raise UnreadableDataError(self._unreadable_report(
+                f"step {self.step + 1}: {lost} of the {kept + lost} training clips of the last {len(self.recent)} "
+                f"steps ({lost / (kept + lost):.0%}) could not be read, above train.max_unreadable_share="
+                f"{tc.max_unreadable_share}"))
+
+    def _unreadable_report(self, what: str) -> str:
+        """`what`, the counts and the first causes, and what to do; collective."""
+        skipped = once_per_file(s for part in all_gather_objects(self.skipped, self.dist) for s in part)
+        where = self.folder.latest if self.folder.latest.exists() else "none written yet"
+        return (f"{what}. The run stopped: {len(skipped)} distinct training files unreadable so far, "
+                f"{self.steps_without_clips} step(s) without a readable clip not taken; first causes: "
+                + "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+                + f". Last checkpoint: {where}; once the data can be read again, continue with --resume.")
 
     def _due(self, step: int) -> tuple[bool, bool, bool]:
         """Whether a log line, a validation and a checkpoint are due after `step` steps."""
@@ -523,7 +653,7 @@ class Trainer:
                     seen += tc.batch_size
                     bar.update(1)
                     if self._due(self.step)[0]:
-                        mean = self.steps_in_sums * d.world_size
+                        mean = self.steps_in_sums * d.world_size or math.nan  # nan: no step taken since
                         record = {"loss": sums[0] / mean, "lr": schedule.lr(self.step - 1),
                                   "grad_norm": sums[1] / mean, "epoch": self.step / spe,
                                   "examples_per_s": seen / max(busy, 1e-9),
@@ -540,6 +670,11 @@ class Trainer:
                         self._validate()
                     if save:
                         self._save()
+                    if self.step == self.kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            if sum(all_gather_objects(self.clips_trained, d)) == 0:
+                raise UnreadableDataError(self._unreadable_report(
+                    f"no training clip could be read in {self.step} steps"))
         finally:
             bar.close()
             if self.stream:
@@ -572,6 +707,7 @@ class Trainer:
         results["skipped"] = {
             "train_clips_unreadable": len(skipped),
             "train_clips_damaged": len(damaged),
+            "train_steps_without_clips": self.steps_without_clips,
             "missing_files_left_out": dropped,
             "annotation_rows_skipped_train": self.annotation_problems,
             **{f"{split}_files_damaged": len(files) for split, files in eval_damaged.items()},

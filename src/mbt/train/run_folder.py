@@ -25,6 +25,7 @@ class RunFolder:
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.log = self.root / "log.txt"
+        self.rank_logs = self.root / "logs"
         self.metrics = self.root / "metrics.jsonl"
         self.tensorboard = self.root / "tb"
         self.checkpoints = self.root / "checkpoints"
@@ -68,8 +69,9 @@ class MetricsLog:
 
 
 def setup_logging(folder: RunFolder, d: Dist) -> None:
-    """Log to stderr (through tqdm, so bars stay intact) and to log.txt, from rank 0 only."""
-    log.setLevel(logging.INFO if d.is_main else logging.WARNING)
+    """Log to stderr (through tqdm, so bars stay intact; other ranks: warnings only) and to
+    log.txt from rank 0; with several processes, each also to its own logs/rank<R>.txt."""
+    log.setLevel(logging.INFO)
     log.propagate = False
     for h in list(log.handlers):
         log.removeHandler(h)
@@ -80,11 +82,15 @@ def setup_logging(folder: RunFolder, d: Dist) -> None:
         def emit(self, record: logging.LogRecord) -> None:
             tqdm.write(self.format(record))
 
-    console = _TqdmHandler()
+    console = _TqdmHandler(logging.INFO if d.is_main else logging.WARNING)
     console.setFormatter(fmt)
     log.addHandler(console)
-    if d.is_main:
-        file = logging.FileHandler(folder.log)
+    files = [folder.log] if d.is_main else []
+    if d.enabled:
+        folder.rank_logs.mkdir(parents=True, exist_ok=True)
+        files.append(folder.rank_logs / f"rank{d.rank}.txt")
+    for path in files:
+        file = logging.FileHandler(path)
         file.setFormatter(fmt)
         log.addHandler(file)
 
