@@ -191,6 +191,17 @@ def read_shards(folder: Path, entry: dict[str, Any], tensors: dict[str, Any]) ->
         dcp.load(tensors, storage_reader=reader, no_dist=not torch.distributed.is_initialized())
 
 
+def load_model_weights(model: torch.nn.Module, state: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Load the weights of a training checkpoint `state` (read from `folder`) into an unsharded
+    `model`: its 'model' entry, or its shard files."""
+    if SHARDED in state:
+        weights = {"model": model.state_dict()}
+        read_shards(Path(folder), state[SHARDED], weights)
+        model.load_state_dict(weights["model"])
+    else:
+        model.load_state_dict(state["model"])
+
+
 def remove_shard_folders(folder: str | os.PathLike, keep: set[str]) -> list[Path]:
     """Delete the shard folders (`step-*`) of `folder` not in `keep` (those the committed
     checkpoints name); returns them."""

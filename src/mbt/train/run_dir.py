@@ -42,16 +42,10 @@ def load_run_weights(
 
     choice, path = resolve_weights(run_dir, which)
     if choice == "latest":
-        from .checkpoint import SHARDED, load_resume_checkpoint, read_shards
+        from .checkpoint import load_model_weights, load_resume_checkpoint
 
         model = MBT(model_config)  # latest.pt, or previous.pt when latest is damaged (said in the log)
-        state = load_resume_checkpoint(path.parent)[0]
-        if SHARDED in state:  # FSDP: the weights are in the per-process shard files
-            weights = {"model": model.state_dict()}
-            read_shards(path.parent, state[SHARDED], weights)
-            model.load_state_dict(weights["model"])
-        else:
-            model.load_state_dict(state["model"])
+        load_model_weights(model, load_resume_checkpoint(path.parent)[0], path.parent)  # or its FSDP shards
         return choice, model
     return choice, MBT.from_pretrained(path)
 
