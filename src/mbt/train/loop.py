@@ -52,19 +52,16 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.dataset import ClipError
-from ..data.loader import build_loader, damaged_in, once_per_file, worker_message
-from ..data.sampling import StepBatchSampler
+from ..data.loader import AVLoader, build_loader, once_per_file
 from ..data.shards import ShardStream, build_stream_loader
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
@@ -168,22 +165,48 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: R
         shutdown(d)
 
 
+class Due(NamedTuple):
+    """What a step is followed by (`Trainer._due`)."""
+
+    log: bool
+    validate: bool
+    checkpoint: bool
+
+
 class Trainer:
-    """State of one training run; `run()` does the work."""
+    """State of one training run; `run()` does the work. Setting up, in order: the run folder
+    and logs, the data, the model and optimizer, the counters, the checkpoint when resuming,
+    the wrapped network (DDP, torch.compile)."""
 
     def __init__(self, cfg: ExperimentConfig, folder: RunFolder, d: Dist, *, resume: Resume, progress: bool,
                  datasets: dict[str, Any] | None = None) -> None:
         self.folder, self.dist, self.progress = folder, d, progress
-        if d.is_main:
-            folder.root.mkdir(parents=True, exist_ok=True)
-        resume = broadcast_object(continues_run(folder, resume) if d.is_main else None, d)
-        self.resume = resume
-        barrier(d)
-        setup_logging(folder, d)
-        tc = cfg.train
-        self.amp_dtype, use_scaler = resolve_amp(tc.amp, d.device)
-        self.micro_batch = tc.micro_batch_size(d.world_size)
+        self.resume = self._open_folder(resume)
+        self._read_data(cfg, datasets)
+        self._build_model()
+        self._start_counters()
+        if self.resume:
+            self._load()
+        self._wrap_model()
+        self.metrics_log = MetricsLog(folder, d.is_main)
 
+    # ------------------------------------------------------------------ setup
+    def _open_folder(self, resume: Resume) -> bool:
+        """Create the run folder, decide (rank 0, for all) whether the run continues, start the logs."""
+        d = self.dist
+        if d.is_main:
+            self.folder.root.mkdir(parents=True, exist_ok=True)
+        continues = broadcast_object(continues_run(self.folder, resume) if d.is_main else None, d)
+        barrier(d)
+        setup_logging(self.folder, d)
+        return continues
+
+    def _read_data(self, cfg: ExperimentConfig, datasets: dict[str, Any] | None) -> None:
+        """The label space (from the training annotations), every split's dataset (read now, so
+        a bad file stops the run before training), the schedule and the training loader; the
+        resolved config is saved in the folder."""
+        d, tc = self.dist, cfg.train
+        self.micro_batch = tc.micro_batch_size(d.world_size)
         given = dict(datasets or {})
         train_ann = given["train"].annotations if "train" in given else load_split_annotations(cfg, "train")
         if train_ann is None:
@@ -196,7 +219,7 @@ class Trainer:
         self.cfg = cfg
         self.train_set = given["train"] if "train" in given else build_dataset(cfg, "train", train_ann)
         self.eval_sets: dict[str, Any] = {}
-        for split in ("val", "test"):  # read now, so a bad file stops the run before training
+        for split in ("val", "test"):
             if split in given:
                 check_same_classes(train_ann, given[split].annotations, split)
                 self.eval_sets[split] = given[split]
@@ -209,14 +232,20 @@ class Trainer:
         self.stream = isinstance(self.train_set, ShardStream)
         self.num_examples = self.train_set.shards.num_samples if self.stream else len(self.train_set)
         self.schedule = Schedule.from_config(tc, self.num_examples)
+        self.loader = self._train_loader()
         if d.is_main:
-            cfg.save(folder.config)
+            cfg.save(self.folder.config)
         m = cfg.model
         self.primary = primary_metric(m.multi_label, m.class_splits, m.split_names)
 
+    def _build_model(self) -> None:
+        """The model (initialised, frozen, sharded as configured), its optimizer, gradient scaler
+        and precision, and this process's random states."""
+        tc, d = self.cfg.train, self.dist
+        self.amp_dtype, use_scaler = resolve_amp(tc.amp, d.device)
         torch.manual_seed(tc.seed)
-        self.model = MBT(cfg.model)
-        if tc.init_from and not resume and d.is_main:  # DDP copies rank 0's weights to the others
+        self.model = MBT(self.cfg.model)
+        if tc.init_from and not self.resume and d.is_main:  # DDP copies rank 0's weights to the others
             report = _init_from_vit(self.model, tc.init_from)
             log.info("initialised from %s: %s", tc.init_from, report)
         if tc.freeze:
@@ -235,28 +264,34 @@ class Trainer:
         torch.manual_seed(int(np.random.SeedSequence([tc.seed, d.rank, 1]).generate_state(1)[0]))
         np.random.seed(np.random.SeedSequence([tc.seed, d.rank, 2]).generate_state(1)[0])
 
+    def _start_counters(self) -> None:
+        """Step, best score, and the counts of a run at its start (a checkpoint replaces them)."""
+        tc, d = self.cfg.train, self.dist
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.last_val: EvalResult | None = None
-        self.skipped: list[tuple[str, str]] = []  # unreadable training clips (this process; rank 0: + resumed)
-        self.damaged: list[tuple[str, str]] = []  # training clips decoded with concealed damage (this run)
+        # unreadable training files of the attempts before this one (rank 0; this attempt's: the loader's)
+        self.resumed_skipped: list[tuple[str, str]] = []
         self.clips_trained = 0  # readable training clips of the steps taken (this process; rank 0: + resumed)
         self.steps_without_clips = 0  # steps not taken: none of their clips could be read (every process)
         # global (readable, unreadable) clips of the last steps; known with skip_bad or one process
-        self.count_clips = cfg.dataset.skip_bad or not d.enabled
-        self.counts_group = host_group(d) if cfg.dataset.skip_bad else None
+        self.count_clips = self.cfg.dataset.skip_bad or not d.enabled
+        self.counts_group = host_group(d) if self.cfg.dataset.skip_bad else None
         self.recent: deque[tuple[int, int]] = deque(maxlen=tc.unreadable_window)
         self.shards_in_latest: str | None = None  # the shard folder the committed latest.pt names
         self.kill_at = int(os.environ.get(KILL_AT_STEP, 0)) if d.is_main and os.environ.get(
             "TORCHELASTIC_RESTART_COUNT", "0") == "0" else 0
-        self.data_wait = 0.0  # seconds spent waiting for the loader since the last log line
+        # since the last log line: seconds in training steps and waiting for the loader, steps
+        self.busy, self.data_wait, self.steps_since_log = 0.0, 0.0, 0
         # [loss, grad_norm, non-finite steps] summed on the device since the last log line: an
         # accelerator's queue of kernels is never drained to read them, except at read steps
         self.sums, self.steps_in_sums = torch.zeros(3, device=d.device), 0
         self.read_every_step = host_sync_is_cheap(d.device)
-        if resume:
-            self._load()
 
+    def _wrap_model(self) -> None:
+        """`self.net`, what the steps run: the model, in DDP with several processes (not FSDP),
+        compiled as `train.compile` says."""
+        tc, m, d = self.cfg.train, self.cfg.model, self.dist
         self.ddp: DistributedDataParallel | None = None
         net: nn.Module = self.model
         if d.enabled and not self.fsdp:
@@ -270,7 +305,6 @@ class Trainer:
             net = self.ddp
         self.compile_mode = resolve_compile(tc.compile, d.device)
         self.net = net if self.compile_mode is None else torch.compile(net, mode=self.compile_mode)
-        self.metrics_log = MetricsLog(folder, d.is_main)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
@@ -278,7 +312,7 @@ class Trainer:
         FSDP every process writes its shards, see checkpoint.py)."""
         d = self.dist
         rngs = all_gather_objects(rng_state(self.mix_rng), d)
-        skipped = once_per_file(s for part in all_gather_objects(self.skipped, d) for s in part)
+        skipped = self._skipped_files()
         state: dict[str, Any] = {
             "step": self.step,
             "fsdp": self.fsdp,
@@ -360,7 +394,7 @@ class Trainer:
         if changed:
             log.warning("the config differs from the checkpoint's in %s; the resumed run is not an exact "
                         "continuation", changed)
-        self.skipped = list(ck["skipped"]) if d.is_main else []
+        self.resumed_skipped = list(ck["skipped"]) if d.is_main else []
         # checkpoints of earlier versions did not count: every step then took a full batch
         trained = ck.get("clips_trained", self.step * self.cfg.train.batch_size)
         self.clips_trained = int(trained) if d.is_main else 0
@@ -375,23 +409,39 @@ class Trainer:
         log.info("resumed from %s at step %d of %d", path, self.step, self.schedule.total_steps)
 
     # ------------------------------------------------------------------ training
-    def _loader(self) -> tuple[DataLoader, StepBatchSampler]:
-        """The loader of training micro-batches and its sampler (set `epoch` and `start_step`).
-        The raw DataLoader is iterated: a micro-batch left empty by skipped clips still takes
-        its place in the step, so every process runs the same steps."""
+    def _train_loader(self) -> AVLoader:
+        """The loader of training micro-batches (map-style: its sampler's `epoch` and `start_step`
+        place it; stream: see `_batches`). It counts skipped and damaged clips, and keeps a
+        micro-batch left empty by skipped clips: it still takes its place in the step, so every
+        process runs the same steps."""
         tc, d = self.cfg.train, self.dist
-        loader = build_loader(self.train_set, self.micro_batch, train=True, num_workers=tc.num_workers,
-                              distributed=d.enabled, seed=tc.seed, balanced=tc.balanced_sampling,
-                              grad_accum_steps=tc.grad_accum_steps, pin_memory=d.device.type == "cuda")
-        assert loader.sampler.steps_per_epoch == self.schedule.steps_per_epoch
-        return loader.loader, loader.sampler
+        if self.stream:
+            loader = build_stream_loader(self.train_set, self.micro_batch, tc.num_workers)
+        else:
+            loader = build_loader(self.train_set, self.micro_batch, train=True, num_workers=tc.num_workers,
+                                  distributed=d.enabled, seed=tc.seed, balanced=tc.balanced_sampling,
+                                  grad_accum_steps=tc.grad_accum_steps, pin_memory=d.device.type == "cuda")
+            assert loader.sampler.steps_per_epoch == self.schedule.steps_per_epoch
+        loader.keep_empty = True
+        return loader
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Training micro-batches from the current step on, epoch after epoch."""
+        if self.stream:
+            yield from self._stream_batches(self.step * self.cfg.train.grad_accum_steps)
+            return
+        epoch, start = divmod(self.step, self.schedule.steps_per_epoch)
+        while True:
+            self.loader.set_epoch(epoch)
+            self.loader.sampler.start_step = start
+            yield from self.loader
+            epoch, start = epoch + 1, 0
 
     def _stream_batches(self, consumed: int) -> Iterator[dict[str, Any]]:
         """Micro-batches of the shard stream from this process's `consumed`-th on: passes over
         the shards back to back, each in its own order. (Epochs of the schedule count
         `num_examples // batch_size` steps and need not start with a pass.)"""
         stream: ShardStream = self.train_set
-        loader = build_stream_loader(stream, self.micro_batch, self.cfg.train.num_workers).loader
         epoch = 0
         while True:
             stream.set_epoch(epoch)
@@ -407,11 +457,66 @@ class Trainer:
                     log.info("shard pass %d: %d of %d items left out, to give every process whole batches",
                              epoch, dropped, stream.shards.num_samples)
                 stream.start_unit = consumed
-                yield from loader
+                yield from self.loader
                 consumed = 0
             else:
                 consumed -= units
             epoch += 1
+
+    def _due(self, step: int) -> Due:
+        """What is due after `step` steps: a log line, a validation, a checkpoint."""
+        tc, spe, total = self.cfg.train, self.schedule.steps_per_epoch, self.schedule.total_steps
+        validate = (step % tc.eval_every == 0) if tc.eval_every else step % spe == 0
+        return Due(log=step % tc.log_every == 0 or step == total,
+                   validate="val" in self.eval_sets and (validate or step == total),
+                   checkpoint=step % tc.checkpoint_every == 0 or step == total)
+
+    def _train_step(self, batches: Iterator[dict[str, Any]], read: bool) -> list[float] | None:
+        """One optimizer step. Its loss, gradient norm and finiteness add up on the device;
+        with `read` (log, validation, checkpoint and final steps, or every step where host
+        reads are free) the sums since the last log line come to the host in one transfer,
+        and a non-finite loss stops the run before this step's update. Returns the sums
+        read ([loss, grad_norm, non-finite steps] over every process) or None."""
+        tc, d = self.cfg.train, self.dist
+        micro_batches = [self._next_batch(batches) for _ in range(tc.grad_accum_steps)]
+        kept = sum(b["batch_size"] for b in micro_batches)
+        if self.count_clips:  # the same counts, and so the same decisions, on every process
+            counts = all_reduce_ints([kept, sum(len(b["skipped"]) for b in micro_batches)], d, self.counts_group)
+            self._check_unreadable_share(*counts)
+            if counts[0] == 0:
+                return self._skip_step(counts[1], read)
+        self.clips_trained += kept
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=d.device)
+        for micro, batch in enumerate(micro_batches):
+            last = micro == tc.grad_accum_steps - 1
+            loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica, micro=micro)
+        norm = self._unscale_and_clip_gradients().float().to(d.device)
+        loss = loss_sum / tc.grad_accum_steps
+        bad = ~torch.isfinite(loss)
+        if not self.scaler.is_enabled():  # with fp16 scaling an infinite gradient is expected now and then
+            bad = bad | ~torch.isfinite(norm)
+        self.sums += torch.stack([loss, norm, bad.float()])
+        self.steps_in_sums += 1
+        sums = None
+        if read or self.read_every_step:
+            sums = all_reduce_sum(self.sums.clone(), d).tolist()  # every process takes the same decision
+            if sums[2] > 0:
+                self._non_finite(sums)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return sums
+
+    def _next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next micro-batch, its wait timed (the loader counts its skipped and damaged clips)."""
+        tic = time.perf_counter()
+        batch = next(batches)
+        self.data_wait += time.perf_counter() - tic
+        return batch
 
     def _micro_step(self, batch: dict[str, Any], sync: bool, micro: int = 0) -> torch.Tensor:
         """Forward and backward of one micro-batch; returns its (unscaled) loss."""
@@ -448,8 +553,8 @@ class Trainer:
             batch["spectrogram"] = torch.zeros(1, *m.spectrogram_size)
         return batch
 
-    def _clip(self) -> torch.Tensor:
-        """Unscale, clip and (with `clip_per_replica`) average the gradients; returns the norm."""
+    def _unscale_and_clip_gradients(self) -> torch.Tensor:
+        """Unscale, clip and (with `clip_per_replica`) average the gradients; returns their norm."""
         tc, d = self.cfg.train, self.dist
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -463,60 +568,23 @@ class Trainer:
                 p.grad.div_(d.world_size)
         return norm
 
-    def _train_step(self, batches: Any, read: bool) -> list[float] | None:
-        """One optimizer step. Its loss, gradient norm and finiteness add up on the device;
-        with `read` (log, validation, checkpoint and final steps, or every step where host
-        reads are free) the sums since the last log line come to the host in one transfer,
-        and a non-finite loss stops the run before this step's update. Returns the sums
-        read ([loss, grad_norm, non-finite steps] over every process) or None."""
-        tc, d = self.cfg.train, self.dist
-        micro_batches = [self._next_batch(batches) for _ in range(tc.grad_accum_steps)]
-        kept = sum(b["batch_size"] for b in micro_batches)
-        if self.count_clips:  # the same counts, and so the same decisions, on every process
-            counts = all_reduce_ints([kept, sum(len(b["skipped"]) for b in micro_batches)], d, self.counts_group)
-            self._check_unreadable_share(*counts)
-            if counts[0] == 0:
-                return self._skip_step(counts[1], read)
-        self.clips_trained += kept
-        lr = self.schedule.lr(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=d.device)
-        for micro, batch in enumerate(micro_batches):
-            last = micro == tc.grad_accum_steps - 1
-            loss_sum += self._micro_step(batch, sync=last and not tc.clip_per_replica, micro=micro)
-        norm = self._clip().float().to(d.device)
-        loss = loss_sum / tc.grad_accum_steps
-        bad = ~torch.isfinite(loss)
-        if not self.scaler.is_enabled():  # with fp16 scaling an infinite gradient is expected now and then
-            bad = bad | ~torch.isfinite(norm)
-        self.sums += torch.stack([loss, norm, bad.float()])
-        self.steps_in_sums += 1
-        sums = None
-        if read or self.read_every_step:
-            sums = all_reduce_sum(self.sums.clone(), d).tolist()  # every process takes the same decision
-            if sums[2] > 0:
-                self._non_finite(sums)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        return sums
+    def _log_train(self, sums: list[float], bar: tqdm) -> None:
+        """The log line and metrics record of the steps since the last one."""
+        spe, total, d = self.schedule.steps_per_epoch, self.schedule.total_steps, self.dist
+        mean = self.steps_in_sums * d.world_size or math.nan  # nan: no step taken since
+        busy = max(self.busy, 1e-9)
+        record = {"loss": sums[0] / mean, "lr": self.schedule.lr(self.step - 1), "grad_norm": sums[1] / mean,
+                  "epoch": self.step / spe, "examples_per_s": self.steps_since_log * self.cfg.train.batch_size / busy,
+                  "data_wait": self.data_wait / busy}
+        self.metrics_log.write("train", self.step, record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
+        log.info("step %d/%d epoch %.2f %s", self.step, total, record["epoch"],
+                 _format(record, ("loss", "lr", "grad_norm", "examples_per_s", "data_wait")))
+        self.busy, self.data_wait, self.steps_since_log = 0.0, 0.0, 0
+        self.sums.zero_()
+        self.steps_in_sums = 0
 
-    def _next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
-        """The next micro-batch; its skipped and damaged clips are noted, its wait timed."""
-        tic = time.perf_counter()
-        try:
-            batch = next(batches)
-        except ClipError as e:  # from a worker: its message first, not its traceback
-            raise ClipError(worker_message(e)) from e
-        self.data_wait += time.perf_counter() - tic
-        if batch["skipped"]:
-            self.skipped = once_per_file([*self.skipped, *batch["skipped"]])
-        if any(batch.get("damage", ())):
-            self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
-        return batch
-
+    # ------------------------------------------------------------------ unreadable clips
     def _skip_step(self, unreadable: int, read: bool) -> list[float] | None:
         """A step none of whose clips could be read: no forward, no update; the step (the data
         position and the schedule) moves on."""
@@ -543,19 +611,23 @@ class Trainer:
 
     def _unreadable_report(self, what: str) -> str:
         """`what`, the counts and the first causes, and what to do; collective."""
-        skipped = once_per_file(s for part in all_gather_objects(self.skipped, self.dist) for s in part)
+        skipped = self._skipped_files()
         where = self.folder.latest if self.folder.latest.exists() else "none written yet"
         return (f"{what}. The run stopped: {len(skipped)} distinct training files unreadable so far, "
                 f"{self.steps_without_clips} step(s) without a readable clip not taken; first causes: "
                 + "; ".join(f"{p}: {r}" for p, r in skipped[:3])
                 + f". Last checkpoint: {where}; once the data can be read again, continue with --resume.")
 
-    def _due(self, step: int) -> tuple[bool, bool, bool]:
-        """Whether a log line, a validation and a checkpoint are due after `step` steps."""
-        tc, spe, total = self.cfg.train, self.schedule.steps_per_epoch, self.schedule.total_steps
-        validate = (step % tc.eval_every == 0) if tc.eval_every else step % spe == 0
-        return (step % tc.log_every == 0 or step == total, "val" in self.eval_sets and (validate or step == total),
-                step % tc.checkpoint_every == 0 or step == total)
+    def _skipped_files(self) -> list[tuple[str, str]]:
+        """(path, reason) of the unreadable training files of every process and attempt, once
+        each; collective."""
+        here = all_gather_objects(once_per_file(self.loader.skipped), self.dist)
+        return once_per_file([*self.resumed_skipped, *(s for part in here for s in part)])
+
+    def _damaged_files(self) -> list[tuple[str, str]]:
+        """(path, damage) of the training files decoded with concealed damage by every process
+        in this attempt, once each; collective."""
+        return once_per_file(s for part in all_gather_objects(self.loader.damaged, self.dist) for s in part)
 
     def _non_finite(self, sums: list[float]) -> None:
         epoch = self.step // self.schedule.steps_per_epoch
@@ -617,69 +689,52 @@ class Trainer:
         barrier(self.dist)
 
     def run(self) -> dict[str, Any]:
-        tc, d, schedule = self.cfg.train, self.dist, self.schedule
-        spe, total = schedule.steps_per_epoch, schedule.total_steps
-        log.info(
-            "training %s: %d examples, %d steps/epoch, %d steps (%d epochs), warmup %.1f steps, global batch %d "
-            "= %d processes x %d accumulation x %d, device %s, amp %s",
-            self.cfg.name, self.num_examples, spe, total, tc.epochs, schedule.warmup_steps, tc.batch_size,
-            d.world_size, tc.grad_accum_steps, self.micro_batch, d.device, self.amp_dtype or "off",
-        )
-        log.info("model: %s", "eager" if self.compile_mode is None else f"torch.compile, mode {self.compile_mode}")
-        batches: Any = None  # the stream's generator, or each epoch's loader iterator
-        if self.stream:
-            batches = self._stream_batches(self.step * tc.grad_accum_steps)
-        else:
-            loader, sampler = self._loader()
+        """The loop: a step, then what is due after it (log line, validation, checkpoint)."""
+        total = self.schedule.total_steps
+        self._log_start()
+        batches = self._batches()
         self.model.train()
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and d.is_main))
-        busy, seen = 0.0, 0  # seconds spent in training steps (not evaluation) since the last log line
-        resumed_at = self.step
+                   disable=not (self.progress and self.dist.is_main))
+        compiling = self.compile_mode is not None  # the first step compiles
         try:
             while self.step < total:
-                epoch, start = divmod(self.step, spe)
-                if not self.stream:
-                    sampler.epoch, sampler.start_step = epoch, start
-                    batches = iter(loader)
-                for _ in range(start, spe):
-                    tic = time.perf_counter()
-                    first = self.compile_mode is not None and self.step == resumed_at
-                    sums = self._train_step(batches, read=first or any(self._due(self.step + 1)))
-                    busy += time.perf_counter() - tic
-                    if first:
-                        log.info("torch.compile (mode %s): the first step took %.1f s, compilation included",
-                                 self.compile_mode, time.perf_counter() - tic)
-                    seen += tc.batch_size
-                    bar.update(1)
-                    if self._due(self.step)[0]:
-                        mean = self.steps_in_sums * d.world_size or math.nan  # nan: no step taken since
-                        record = {"loss": sums[0] / mean, "lr": schedule.lr(self.step - 1),
-                                  "grad_norm": sums[1] / mean, "epoch": self.step / spe,
-                                  "examples_per_s": seen / max(busy, 1e-9),
-                                  "data_wait": self.data_wait / max(busy, 1e-9)}
-                        self.metrics_log.write("train", self.step, record)
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
-                        log.info("step %d/%d epoch %.2f %s", self.step, total, record["epoch"],
-                                 _format(record, ("loss", "lr", "grad_norm", "examples_per_s", "data_wait")))
-                        busy, seen, self.data_wait = 0.0, 0, 0.0
-                        self.sums.zero_()
-                        self.steps_in_sums = 0
-                    _, validate, save = self._due(self.step)
-                    if validate:
-                        self._validate()
-                    if save:
-                        self._save()
-                    if self.step == self.kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
-            if sum(all_gather_objects(self.clips_trained, d)) == 0:
+                due = self._due(self.step + 1)
+                tic = time.perf_counter()
+                sums = self._train_step(batches, read=compiling or any(due))
+                self.busy += time.perf_counter() - tic
+                self.steps_since_log += 1
+                bar.update(1)
+                if compiling:
+                    log.info("torch.compile (mode %s): the first step took %.1f s, compilation included",
+                             self.compile_mode, time.perf_counter() - tic)
+                    compiling = False
+                if due.log:
+                    self._log_train(sums, bar)
+                if due.validate:
+                    self._validate()
+                if due.checkpoint:
+                    self._save()
+                if self.step == self.kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if sum(all_gather_objects(self.clips_trained, self.dist)) == 0:
                 raise UnreadableDataError(self._unreadable_report(
                     f"no training clip could be read in {self.step} steps"))
         finally:
             bar.close()
-            if self.stream:
-                batches.close()  # stops the stream's loader workers before the final evaluation
+            batches.close()  # stops the stream's loader workers before the final evaluation
         return self._finish()
+
+    def _log_start(self) -> None:
+        tc, d, schedule = self.cfg.train, self.dist, self.schedule
+        log.info(
+            "training %s: %d examples, %d steps/epoch, %d steps (%d epochs), warmup %.1f steps, global batch %d "
+            "= %d processes x %d accumulation x %d, device %s, amp %s",
+            self.cfg.name, self.num_examples, schedule.steps_per_epoch, schedule.total_steps, tc.epochs,
+            schedule.warmup_steps, tc.batch_size, d.world_size, tc.grad_accum_steps, self.micro_batch, d.device,
+            self.amp_dtype or "off",
+        )
+        log.info("model: %s", "eager" if self.compile_mode is None else f"torch.compile, mode {self.compile_mode}")
 
     def _finish(self) -> dict[str, Any]:
         d, folder = self.dist, self.folder
@@ -701,8 +756,7 @@ class Trainer:
             results["test"] = json_safe(result.metrics)
             self._write_predictions("test", result)
             eval_damaged["test"] = result.damaged
-        skipped = once_per_file(s for part in all_gather_objects(self.skipped, d) for s in part)
-        damaged = once_per_file(s for part in all_gather_objects(self.damaged, d) for s in part)
+        skipped, damaged = self._skipped_files(), self._damaged_files()
         dropped = {s: len(getattr(ds, "dropped", [])) for s, ds in {"train": self.train_set, **self.eval_sets}.items()}
         results["skipped"] = {
             "train_clips_unreadable": len(skipped),
