@@ -141,3 +141,4 @@ def test_a_run_that_reads_no_training_clip_fails(videos, tmp_path, capsys):
     assert "no training clip could be read in 2 steps" in err and "4 distinct training files unreadable" in err
     assert "2 step(s) without a readable clip not taken; first causes: " in err and "broken" in err
     assert not (tmp_path / "run/results.json").exists()
+    assert "stopped: UnreadableDataError: no training clip could be read" in (tmp_path / "run/log.txt").read_text()

@@ -3,6 +3,7 @@ start a run or continue it, so `torchrun --max-restarts` restarts a job whose wo
 to the same weights as an uninterrupted run; the multi-node command line of docs/scaling.md
 (two local "nodes" over c10d); FSDP's per-process checkpoint shards resume at another world size."""
 
+import json
 import os
 import pickle
 import socket
@@ -70,6 +71,9 @@ def test_torchrun_restart_after_a_killed_worker_matches_an_uninterrupted_two_nod
     for rank in (0, 1):  # each process's own log, both attempts
         assert "resumed from" in (run / f"logs/rank{rank}.txt").read_text()
         assert "global batch 8" in (tmp_path / f"nodes/logs/rank{rank}.txt").read_text()
+    records = [(r["split"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    # the first attempt's step 10 (after the checkpoint of step 8) is not listed twice
+    assert records == [("train", 5), ("train", 10), ("train", 15), ("train", 20), ("val", 20), ("test", 20)]
     a, b = load_file(tmp_path / "nodes/final/model.safetensors"), load_file(run / "final/model.safetensors")
     assert a.keys() == b.keys() and a["head.weight"].abs().sum() > 0
     for k in a:

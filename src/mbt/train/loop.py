@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from ..data.loader import AVLoader, build_loader, once_per_file
 from ..data.shards import ShardStream, build_stream_loader
+from ..io import atomic_write
 from ..models.config import ConfigError
 from ..models.mbt import MBT, host_sync_is_cheap
 from ..models.pretrained import save_pretrained
@@ -158,6 +159,12 @@ def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, resume: R
         if run_dir is None:
             run_dir = broadcast_object(str(default_run_dir(cfg.name)), d)
         return Trainer(cfg, RunFolder(run_dir), d, resume=resume, progress=progress, datasets=datasets).run()
+    except Exception as e:  # into this process's log files too (stderr gets it from the caller)
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped: %s: %s", (type(e).__name__, e), None)
+        for handler in log.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        raise
     finally:
         for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
             log.removeHandler(handler)
@@ -407,6 +414,11 @@ class Trainer:
                         "differ from an uninterrupted run",
                         d.world_size, ck["world_size"])
         log.info("resumed from %s at step %d of %d", path, self.step, self.schedule.total_steps)
+        if d.is_main:
+            dropped = _forget_metrics_after(self.folder.metrics, self.step)
+            if dropped:
+                log.info("%s: %d record(s) after step %d left out (those steps are run again)",
+                         self.folder.metrics, dropped, self.step)
 
     # ------------------------------------------------------------------ training
     def _train_loader(self) -> AVLoader:
@@ -785,6 +797,27 @@ class Trainer:
         self.metrics_log.close()
         barrier(d)
         return results
+
+
+def _forget_metrics_after(path: Path, step: int) -> int:
+    """Drop the records of `path` (metrics.jsonl) after `step`, the final test records, and a line
+    cut off by a kill: an attempt that ran past its last checkpoint logged steps that are run
+    again. Returns how many lines were dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+
+    def kept(line: str) -> bool:
+        try:
+            record = json.loads(line)
+            return record["step"] <= step and record["split"] != "test"
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    keep = [line for line in lines if kept(line)]
+    if len(keep) < len(lines):
+        atomic_write(path, "".join(f"{line}\n" for line in keep).encode())
+    return len(lines) - len(keep)
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
