@@ -204,6 +204,8 @@ class Trainer:
         if d.is_main:
             self.folder.root.mkdir(parents=True, exist_ok=True)
         continues = broadcast_object(continues_run(self.folder, resume) if d.is_main else None, d)
+        if d.is_main and not continues:  # records of an attempt killed before its first checkpoint
+            _forget_metrics_after(self.folder.metrics, 0)
         barrier(d)
         setup_logging(self.folder, d)
         return continues
