@@ -190,15 +190,15 @@ class Pipeline:
 def seek_rule(rule: str) -> Iterator[None]:
     """Ablation of the seek policy: 'never' decodes from the start of the file, 'always'
     seeks to the clip's start time, 'policy' is `read_clip`'s rule."""
-    original = decode._ClipReader._seek_target
+    original = decode.ClipReader._seek_target
     if rule == "never":
-        decode._ClipReader._seek_target = lambda self, start, stream: None  # type: ignore[method-assign]
+        decode.ClipReader._seek_target = lambda self, start, stream: None  # type: ignore[method-assign]
     elif rule == "always":
-        decode._ClipReader._seek_target = lambda self, start, stream: start if start > 0 else None  # type: ignore[method-assign]
+        decode.ClipReader._seek_target = lambda self, start, stream: start if start > 0 else None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        decode._ClipReader._seek_target = original  # type: ignore[method-assign]
+        decode.ClipReader._seek_target = original  # type: ignore[method-assign]
 
 
 def seek_study(tmp: str, repeats: int) -> dict[str, dict[str, dict[float, float]]]:

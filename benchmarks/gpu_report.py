@@ -36,8 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import write_video
-from bench_e2e import DATA as E2E_DATA
-from bench_e2e import run as run_trainer
+from bench_e2e import DATA as E2E_DATA, run as run_trainer
 
 from mbt.bench import BenchConfig, Case, environment, measure_case
 

@@ -55,3 +55,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A factory of run folders as training leaves them, built directly (no training): the tiny
+    experiment's config.yaml, and checkpoints/latest.pt holding a fresh model's weights at step 1,
+    passed first through `damage(state)` when given, to build the damaged folder a test is about."""
+    from mbt.train.checkpoint import LATEST, save_checkpoint
+
+    from .tiny_experiment import tiny_config
+
+    def make(damage=None, name: str = "run"):
+        cfg = tiny_config()
+        run = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        cfg.save(run / "config.yaml")
+        state = {"step": 1, "model": mbt.MBT(cfg.model).state_dict(), "config": cfg.to_dict()}
+        if damage is not None:
+            damage(state)
+        save_checkpoint(state, run / "checkpoints" / LATEST)
+        return run
+
+    return make

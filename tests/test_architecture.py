@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = {
-    "mbt": 0, "mbt._lazy": 0, "mbt.overrides": 0,
+    "mbt": 0, "mbt._lazy": 0, "mbt.overrides": 0, "mbt.errors": 0, "mbt.device": 0,
     "mbt.models": 1,
     "mbt.data": 2,
     "mbt.weights": 3,
@@ -47,21 +48,13 @@ def _modules() -> list[tuple[str, Path, bool]]:
     return out
 
 
-def _imports(name: str, path: Path, is_package: bool, typing_only: bool = True) -> list[tuple[str, int]]:
-    """(imported module, line) of every import in the file (in functions too), relative ones
-    resolved; `from pkg import module` names the module. `typing_only=False` leaves out
-    the imports under `if TYPE_CHECKING:`, which never run."""
+def _imports(name: str, path: Path, is_package: bool) -> list[tuple[str, int]]:
+    """(imported module, line) of every import in the file (in functions and under
+    `if TYPE_CHECKING:` too), relative ones resolved; `from pkg import module` names the module."""
     package = name if is_package else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skipped = set()
-    if not typing_only:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-                skipped |= {id(n) for child in node.body for n in ast.walk(child)}
     found = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -88,6 +81,8 @@ def _layer(module: str) -> str:
 def test_every_module_imports_only_from_its_floor_or_below():
     wrong = []
     for name, path, is_package in _modules():
+        if name == "mbt":  # the public facade: re-exports every layer's API (lazily; statically for type checkers)
+            continue
         floor = LAYERS[_layer(name)]
         for target, line in _imports(name, path, is_package):
             if target.split(".")[0] == "mbt" and LAYERS[_layer(target)] > floor:
@@ -101,11 +96,12 @@ KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _cycles() -> set[tuple[str, ...]]:
-    """The strongly connected groups of more than one module (Tarjan) in the import graph
-    of the imports that run (a package's own `__init__` left out)."""
+    """The strongly connected groups of more than one module (Tarjan) in the import graph,
+    the imports under `if TYPE_CHECKING:` included (a circle in the types is one a reader
+    still follows; a package's own `__init__` left out)."""
     graph: dict[str, set[str]] = {}
     for name, path, is_package in _modules():
-        targets = {t for t, _ in _imports(name, path, is_package, typing_only=False) if t.split(".")[0] == "mbt"}
+        targets = {t for t, _ in _imports(name, path, is_package) if t.split(".")[0] == "mbt"}
         graph[name] = {t for t in targets if t in _MODULE_NAMES and t != name and not name.startswith(t + ".")}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -213,3 +209,95 @@ def test_lazy_package_attributes_are_listed_and_resolve():
     assert callable(mbt.train.preset) and mbt.data.DataConfig.__name__ == "DataConfig"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = mbt.nope
+
+
+def _private_names_used_across_modules() -> list[str]:
+    """`from m import _name` and `m._name` (m another mbt module) anywhere in src/mbt."""
+    found = []
+    for name, path, is_package in _modules():
+        package = name if is_package else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        module_names: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                for alias in node.names:
+                    if f"{module}.{alias.name}" in _MODULE_NAMES:
+                        module_names[alias.asname or alias.name] = f"{module}.{alias.name}"
+                    elif (module.split(".")[0] == "mbt" and module != name and alias.name.startswith("_")
+                          and not alias.name.startswith("__")):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: from {module} import {alias.name}")
+            elif isinstance(node, ast.Import):
+                module_names.update({a.asname or a.name: a.name for a in node.names if a.name.split(".")[0] == "mbt"})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and module_names.get(ast.unparse(node.value), name) != name):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules():
+    """A name another module needs is public in its module (or lives where it is used)."""
+    found = _private_names_used_across_modules()
+    assert not found, "underscore names used outside their module:\n" + "\n".join(found)
+
+
+TESTS = Path(__file__).resolve().parent
+SLOW_SIGNS = ("torch.distributed.run", "run_demo(", '*MBT, "train"')
+"""What makes a test slow: torchrun, the demo, `mbt train` in another process."""
+
+
+def _is_slow_mark(node: ast.expr) -> bool:
+    marks = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
+    return any(ast.unparse(m).split("(")[0] in ("pytest.mark.slow", "mark.slow") for m in marks)
+
+
+def test_slow_tests_carry_the_slow_marker():
+    """A test that (itself or through a helper of its file) runs one of `SLOW_SIGNS` is marked
+    `slow`, so that `pytest -m 'not slow'` is a quick run; CI (.ci/run) runs them all."""
+    unmarked = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        if any(isinstance(n, ast.Assign) and any(ast.unparse(t) == "pytestmark" for t in n.targets)
+               and _is_slow_mark(n.value) for n in tree.body):
+            continue
+        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        slow = {name for name, f in functions.items() if any(s in ast.get_source_segment(text, f) for s in SLOW_SIGNS)}
+        for _ in range(3):  # helpers calling helpers
+            slow |= {name for name, f in functions.items() if any(
+                isinstance(c, ast.Call) and ast.unparse(c.func) in slow for c in ast.walk(f))}
+        unmarked += [f"{path.name}::{name}" for name in sorted(slow) if name.startswith("test_")
+                     and not any(_is_slow_mark(d) for d in functions[name].decorator_list)]
+    assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"
+
+
+ARCHITECTURE = SRC.parent / "docs" / "architecture.md"
+
+
+def _named_paths(text: str) -> set[str]:
+    """The source paths written in backquotes: `x.py`, and folders of two or more parts (`data/shards/`)."""
+    tokens = set(re.findall(r"`([\w./]+)`", text))
+    return {t for t in tokens if t.endswith(".py") or (t.endswith("/") and t.count("/") >= 2)}
+
+
+def test_architecture_doc_names_every_module_and_only_modules_that_exist():
+    text = ARCHITECTURE.read_text()
+    modules = {p.relative_to(SRC / "mbt").as_posix() for _, p, _ in _modules()}
+    table = text.split("## Every module", 1)[1]
+    listed = set(re.findall(r"^\| `([\w./]+\.py)` \|", table, flags=re.M))
+    assert modules - listed == set(), f"add to 'Every module' in docs/architecture.md: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"not modules (any more): {sorted(listed - modules)}"
+    basenames = {m.rsplit("/", 1)[-1] for m in modules}
+    missing = []
+    for name in _named_paths(text):
+        path = name.removeprefix("mbt/")
+        found = ((SRC / "mbt" / path).exists() or (SRC.parent / name).exists()
+                 or ("/" not in path and path in basenames))
+        if not found:
+            missing.append(name)
+    assert not missing, f"docs/architecture.md names paths that do not exist: {sorted(missing)}"

@@ -111,7 +111,7 @@ def test_checkpointing_reduces_measured_activation_memory():
     # 6 layers x 2,376 tokens x 192 x ~20 stored values per token, plus the gradients
     assert plain["memory"]["step_peak_mb"] > 150
     assert ckpt["memory"]["step_peak_mb"] < 0.5 * plain["memory"]["step_peak_mb"]
-    assert ckpt["step_gflop"] == plain["step_gflop"] and ckpt["step_s"] > plain["step_s"] * 0.9
+    assert ckpt["step_gflop"] == plain["step_gflop"]  # the same work counted; recomputation is not
 
 
 def test_interleaved_comparison_reports_ratios_to_the_first_case():

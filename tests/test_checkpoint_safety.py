@@ -123,17 +123,19 @@ def test_a_run_resumes_from_previous_when_latest_is_damaged(tmp_path):
     assert load_checkpoint(latest)["step"] == 4
 
 
-def test_eval_of_a_checkpoint_without_model_entry_exits_1_naming_it(tmp_path, capsys):
+def test_eval_of_a_checkpoint_without_model_entry_exits_1_naming_it(run_folder, capsys):
     from mbt.cli import main
-    from mbt.train.loop import train
 
-    from .tiny_experiment import tiny_config
-
-    train(tiny_config("train.epochs=1"), tmp_path, progress=False)
-    latest = tmp_path / "checkpoints" / LATEST
-    state = load_checkpoint(latest)
-    del state["model"]
-    save_checkpoint(state, latest)
-    (tmp_path / "checkpoints" / PREVIOUS).unlink(missing_ok=True)
-    assert main(["eval", str(tmp_path), "--weights", "latest", "--split", "test", "--no-progress"]) == 1
+    run = run_folder(damage=lambda state: state.pop("model"))
+    assert main(["eval", str(run), "--weights", "latest", "--split", "test", "--no-progress"]) == 1
     assert "no 'model' entry" in capsys.readouterr().err
+
+
+def test_eval_of_an_undamaged_built_run_folder_gets_past_the_weights(run_folder, capsys):
+    """The control of the test above: the folder `run_folder` builds, undamaged, is one `mbt eval`
+    evaluates (on the tiny experiment's synthetic test split)."""
+    from mbt.cli import main
+
+    run = run_folder()
+    code = main(["eval", str(run), "--weights", "latest", "--split", "test", "--no-progress"])
+    assert "no 'model' entry" not in capsys.readouterr().err and code == 0

@@ -17,6 +17,7 @@ from mbt.demo import CLASSES, DemoConfig, SynthConfig, generate, run_demo
 from mbt.demo.synth import SOUNDS
 
 SMALL = SynthConfig(train=18, val=9, test=9)
+pytestmark = pytest.mark.slow  # the demo: its clips generated and encoded, its runs
 
 
 @pytest.fixture(scope="module")

@@ -114,3 +114,37 @@ def test_cli_start_and_class(model_dir, tmp_path, capsys):
     assert (out / "video_attention.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["explain", video, "--model", str(model_dir), "--out", str(out), "--class", "99"]) == 1
     assert "neither a class name" in capsys.readouterr().err
+
+
+def test_overlapping_patches_and_distillation_token(tmp_path, figures):
+    """AST-style spectrogram tower (patches every 10x8 bins, cls and distillation tokens,
+    late fusion): the map is the attention both prefix tokens pay to the patches, one cell
+    per patch, each one stride wide and centred on its patch."""
+    cfg = _demo_model().replace(label_names=CLASSES, spectrogram_patch_stride=(10, 8), distillation_token=True,
+                                fusion_layer=4, head_norm=True, gelu="exact")
+    _, ts, fs = cfg.patch_grid("spectrogram")
+    assert (ts, fs) == (19, 7)
+    torch.manual_seed(0)
+    model = randomize(mbt.MBT(cfg), seed=2).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder, data_config=_demo_data())
+    video = _video(tmp_path / "v.mp4", seconds=3.0)
+    paths = mbt.explain(video, folder, tmp_path / "pics", start=0.5)
+    assert [p.name for p in paths] == ["video_attention.png", "audio_attention.png"]
+    audio_fig = figures[1]
+    overlay = audio_fig.axes[1].get_images()[1]
+    assert overlay.get_array().shape == (fs, ts, 4)
+    hop = _demo_data().hop_ms / 1000
+    x0, x1, y0, y1 = overlay.get_extent()
+    assert (x0, x1) == pytest.approx((0.5 + 3 * hop, 0.5 + (18 * 10 + 13) * hop))  # centres of patches 0 and 18
+    assert (y0, y1) == pytest.approx((4, 6 * 8 + 12))
+    assert "every 10x8" in audio_fig.axes[1].get_title()
+    assert "cls and distillation tokens'" in audio_fig._suptitle.get_text()
+
+    predictor = mbt.Predictor(folder)
+    batch, _, _ = predictor.clip_at(video)
+    with torch.no_grad():
+        out = predictor.model({m: batch[m] for m in cfg.modalities}, output_attentions=True)
+    heat, _ = patch_attention(predictor.model, out)
+    last = out.attentions[-1]["spectrogram"][0].mean(0)  # [S, S], heads averaged
+    np.testing.assert_allclose(heat["spectrogram"], last[0:2, 2 : 2 + ts * fs].mean(0).numpy(), rtol=1e-6)

@@ -59,3 +59,16 @@ def test_pt2_matches_pytorch(tmp_path, modalities):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown export format 'tflite'"):
         export_model(mbt.MBT(tiny_config()), tmp_path / "x", "tflite")
+
+
+def test_onnx_export_of_the_options_for_pretrained_audio_encoders(tmp_path):
+    """Overlapping spectrogram patches (a strided convolution), a distillation token, exact
+    GELU, per-modality and head norms: the exported graph computes the same logits."""
+    cfg = tiny_config(spectrogram_patch_stride=(5, 4), distillation_token=True, gelu="exact", layer_norm_eps=1e-5,
+                      modality_norm=True, head_norm=True)
+    model = randomize(mbt.MBT(cfg)).eval()
+    session = ort.InferenceSession(export_model(model, tmp_path / "mbt.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        inputs = tiny_inputs(cfg, batch=batch, seed=batch)
+        (got,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})
+        np.testing.assert_allclose(got, _reference(model, inputs), atol=1e-4, rtol=0)

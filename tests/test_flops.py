@@ -48,6 +48,7 @@ def test_paper_claim_bottleneck_costs_about_late_fusion():
     {"classifier": "gap", "representation_size": 10}, {"fusion_layer": 4},
     {"temporal_encoding": "temporal_sampling", "num_frames": 4, "n_sampled_frames": 2},
     {"modalities": ("rgb",)},
+    {"spectrogram_patch_stride": (5, 4), "distillation_token": True, "head_norm": True, "modality_norm": True},
 ])
 def test_equals_torch_flop_counter(changes):
     """Exactly the matmul/conv FLOPs torch counts on a real forward pass (the explicit
@@ -125,3 +126,27 @@ def test_bench_and_demo_variants_come_from_the_one_table():
     assert {name for name, _ in DEMO_VARIANTS.values()} <= set(mbt.models.FUSION_VARIANTS)
     bench = BenchConfig(size="tiny")
     assert bench.model_config("bottleneck").fusion_layer == round(bench.model_config("late").num_layers * 8 / 12)
+
+
+def test_overlapping_spectrogram_patches_are_counted(capsys):
+    """AST's audio tower: 16x16 patches at stride 10 over 1024x128 give 1,212 patch tokens
+    (+ cls + distillation token), ViT-B; every token pays the blocks, every patch the kernel."""
+    from mbt.bench import BenchConfig
+    from mbt.models.flops import block_macs
+
+    cfg = mbt.MBTConfig(modalities=("spectrogram",), spectrogram_size=(1024, 128), spectrogram_patch_stride=(10, 10),
+                        spectrogram_channels=1, distillation_token=True)
+    report = count_flops(cfg)
+    assert report.embedding == 1212 * 768 * 16 * 16
+    assert report.encoder == 12 * block_macs(cfg, 1214)
+    assert report.head == 768 * 527
+    argv = ["flops", "--json", "--set", "model.modalities=[spectrogram]", "model.spectrogram_size=[1024,128]",
+            "model.spectrogram_patch_stride=[10,10]", "model.spectrogram_channels=1", "model.distillation_token=true"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == report.macs
+    assert report.gflops > 3 * count_flops(mbt.MBTConfig(modalities=("spectrogram",))).gflops
+    ast = BenchConfig(size="ast").model_config("bottleneck")  # `mbt bench --size ast`
+    assert ast.num_tokens("spectrogram") == 1214
+    assert count_flops(ast, modalities=("spectrogram",)).encoder == sum(
+        block_macs(ast, 1214 + (ast.num_bottleneck_tokens if kind == "bottleneck" else 0))
+        for kind in ast.fusion_schedule())

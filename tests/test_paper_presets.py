@@ -15,7 +15,7 @@ from mbt.data.subsets import balanced_subset, hold_out
 from mbt.models.config import ConfigError
 from mbt.models.flops import count_flops
 from mbt.train.config import ExperimentConfig
-from mbt.train.data import load_split_annotations, weights_chosen_on
+from mbt.train.data import describe_weights_choice, load_split_annotations
 from mbt.train.presets import AUDIOSET_500K_SIZE, preset
 
 from .conftest import ASSETS
@@ -46,9 +46,9 @@ def test_paper_and_released_audioset_mini():
     assert abs(_gflops("audioset-mini-released") / 493.1 - 1) < 0.01
     # the released config validates on the eval (test) set; the paper preset holds validation out
     assert released.dataset.val == released.dataset.test == ("eval_segments.csv",)
-    assert "test split" in weights_chosen_on(released)
+    assert "test split" in describe_weights_choice(released)
     assert paper.dataset.val == () and paper.dataset.val_fraction == 0.05
-    assert "held out" in weights_chosen_on(paper) and "test" not in weights_chosen_on(paper).split(",")[0]
+    assert "held out" in describe_weights_choice(paper) and "test" not in describe_weights_choice(paper).split(",")[0]
 
 
 def test_every_paper_preset_chooses_weights_off_the_test_split():

@@ -1,4 +1,4 @@
-"""Which weights of a run folder `mbt eval` uses (`mbt.train.run_dir`)."""
+"""Which weights of a run folder `mbt eval` uses (`mbt.train.run_folder`)."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 
 from mbt.models.config import ConfigError
 from mbt.train.checkpoint import LATEST
-from mbt.train.run_dir import resolve_weights, weights_chosen_on
+from mbt.train.run_folder import resolve_weights, weights_chosen_on
 
 
 def _model_folder(path, chosen_on=None):

@@ -383,6 +383,52 @@ def test_recipe_split_and_modalities_are_checked(shards):
     assert ShardDataset(shards["val"], smaller, "val")[0]["rgb"].shape == (4, 3, 32, 32)
 
 
+def _folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_parts_on_several_machines_merge_into_the_whole_run(with_bad, tmp_path, capsys):
+    """`prepare --part K --num-parts 2` twice, then `merge`: the folder a run in one go writes (same
+    shards byte for byte, index, report and manifest), bad videos counted once, wherever they fell."""
+    args = ["data", "prepare", str(with_bad), "--format", "folder", "--mode", "train", "--skip-bad",
+            "--set", "data.num_frames=4", "data.frame_rate=4.0", "data.min_resize=40", "data.audio_seconds=2.0",
+            "--shard-size", "2", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    for k in (0, 1):
+        assert main([*args, "--out", str(tmp_path / f"part{k}"), "--part", str(k), "--num-parts", "2"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "part1").glob("*.tar")) == ["shard-000001.tar"]  # 3 shards: 0, 2 | 1
+    with pytest.raises(ShardError, match="a part of a preparation split over machines.*mbt data merge"):
+        ShardDataset(tmp_path / "part0", CFG, "train")  # a part alone is not the data set
+    merge = ["data", "merge", str(tmp_path / "part1"), str(tmp_path / "part0"), "--out", str(tmp_path / "merged")]
+    assert main([*merge[:3], *merge[4:]]) == 1
+    assert "parts [0] of 2 not given" in capsys.readouterr().err
+    assert main([*merge[:4], "--out", str(tmp_path / "part0")]) == 1  # never into a part (it would lose files)
+    assert "is the part folder" in capsys.readouterr().err and (tmp_path / "part0" / "shard-000000.tar").exists()
+    assert main(merge) == 0
+    assert "5 of 6 items in 3 shards" in capsys.readouterr().out
+
+    whole, merged = _folder_files(tmp_path / "whole"), _folder_files(tmp_path / "merged")
+    assert sorted(whole) == sorted(merged)
+    for name in whole:
+        if name != "manifest.json":
+            assert merged[name] == whole[name], name
+    manifest = json.loads(merged["manifest.json"])
+    assert manifest == json.loads(whole["manifest.json"])
+    assert manifest["report"]["unreadable"] == 1 and sum(s["samples"] for s in manifest["shards"]) == 5
+    a, b = ShardDataset(tmp_path / "whole", CFG, "train"), ShardDataset(tmp_path / "merged", CFG, "train")
+    assert [it.extra for it in a.items] == [it.extra for it in b.items] and len(a.dropped) == len(b.dropped) == 1
+    assert torch.equal(a[3]["rgb"], b[3]["rgb"])
+
+    # parts of different runs are refused
+    assert main([*args, "--out", str(tmp_path / "other1"), "--part", "1", "--num-parts", "2",
+                 "--jpeg-quality", "80"]) == 0
+    capsys.readouterr()
+    assert main(["data", "merge", str(tmp_path / "part0"), str(tmp_path / "other1"), "--out",
+                 str(tmp_path / "m2")]) == 1
+    assert "a part of a different preparation" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- bad videos
 @pytest.fixture()
 def with_bad(media, tmp_path) -> Path:

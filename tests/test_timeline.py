@@ -114,10 +114,14 @@ def test_decoding_is_streamed_in_bounded_memory(brightness_model, tmp_path):
     assert peaks[0] == peaks[1] <= 2 * 2  # ...but never holds more than two windows' frames
 
 
-def test_windows_match_clip_by_clip_reading(tmp_path):
+@pytest.mark.parametrize("changes", [
+    {}, {"spectrogram_patch_stride": (10, 8), "distillation_token": True, "head_norm": True, "gelu": "exact"},
+])
+def test_windows_match_clip_by_clip_reading(tmp_path, changes):
     """The streamed frames and audio of a window give the model the same inputs as reading
-    that clip on its own (`AVDataset`, which seeks to it)."""
-    model = randomize(mbt.MBT(_demo_model().replace(label_names=CLASSES)), seed=3)
+    that clip on its own (`AVDataset`, which seeks to it); also with an AST-style spectrogram
+    tower (overlapping patches, distillation token)."""
+    model = randomize(mbt.MBT(_demo_model().replace(label_names=CLASSES, **changes)), seed=3)
     data = _demo_data()
     video = _write(tmp_path / "v.mp4", [int(v) for v in np.linspace(20, 230, 96)], size=64)  # 12 s
     predictor = mbt.Predictor(model, data)

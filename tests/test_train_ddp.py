@@ -11,10 +11,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from .tiny_experiment import MBT, subprocess_env, tiny_config, train_losses, write_config
+
+pytestmark = pytest.mark.slow  # torchrun
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from mbt.models.config import ConfigError
 from mbt.train.checkpoint import load_checkpoint
 from mbt.train.config import TrainConfig
-from mbt.train.run_dir import load_run_weights
+from mbt.train.run_folder import load_run_weights
 
 from .tiny_experiment import MBT, subprocess_env, tiny_config, train_losses, write_config
 
@@ -27,6 +27,7 @@ def _torchrun(*args):
     )
 
 
+@pytest.mark.slow  # torchrun
 def test_two_process_fsdp_matches_one_process_and_resumes(tmp_path):
     cfg = tiny_config("train.mixup_alpha=0", "model.stochastic_depth=0", "train.max_grad_norm=1.0",
                       "train.epochs=3", "train.eval_every=4", "train.grad_accum_steps=2")

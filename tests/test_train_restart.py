@@ -25,7 +25,7 @@ from mbt.train.checkpoint import (
     write_shards,
 )
 from mbt.train.distributed import Dist
-from mbt.train.run_dir import load_run_weights
+from mbt.train.run_folder import load_run_weights
 
 from .tiny_experiment import MBT, subprocess_env, tiny_config, write_config
 

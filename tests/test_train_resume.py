@@ -30,6 +30,7 @@ def _train(*args):
                           text=True, timeout=180)
 
 
+@pytest.mark.slow  # three training runs in subprocesses
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     config = _config(tmp_path)
     done = _train("--config", str(config), "--run-dir", str(tmp_path / "full"))

@@ -166,6 +166,38 @@ def test_patch_size_is_resampled_and_one_channel_spectrogram_sums_the_kernel():
     assert model.embeddings["spectrogram"].proj.weight.shape == (D, 1, 4, 4)
 
 
+@pytest.mark.parametrize("distilled", [False, True])
+def test_strided_spectrogram_grid_and_distillation_token(distilled):
+    """Overlapping spectrogram patches: the position grid is resized to the strided grid
+    (40x16 at patch 8, stride 4 -> 9x3); the distillation token's position is DeiT's own
+    (distilled ViTs) or the cls position, every final norm gets the ViT's."""
+    from timm.models.deit import VisionTransformerDistilled
+
+    torch.manual_seed(0)
+    vit = (VisionTransformerDistilled(img_size=32, patch_size=8, embed_dim=D, depth=DEPTH, num_heads=HEADS,
+                                      mlp_ratio=MLP / D, num_classes=5) if distilled else _vit())
+    sd = {k: v + torch.randn_like(v) * 0.1 for k, v in vit.state_dict().items()}
+    prefix = 2 if distilled else 1
+    grid = sd["pos_embed"][0, prefix:].reshape(4, 4, D)
+    cfg = tiny_config(spectrogram_patch_stride=(4, 4), distillation_token=True, modality_norm=True)
+    assert cfg.patch_grid("spectrogram") == (1, 9, 3)
+    model = mbt.MBT(cfg)
+    report = init_from_vit(model, sd)
+    spec = model.pos_embed["spectrogram"][0]
+    assert spec.shape == (2 + 27, D)
+    torch.testing.assert_close(spec[0], sd["pos_embed"][0, 0])
+    torch.testing.assert_close(spec[1], sd["pos_embed"][0, prefix - 1])
+    want = scipy.ndimage.zoom(grid.numpy(), (9 / 4, 3 / 4, 1), order=1)
+    np.testing.assert_allclose(spec[2:].detach().numpy(), want.reshape(27, D), atol=1e-6)
+    if distilled:
+        torch.testing.assert_close(model.dist_token, sd["dist_token"])
+        assert report["dist_token"] == "restored"
+    else:
+        assert torch.count_nonzero(model.dist_token) == 0 and report["dist_token"].startswith("zero")
+    for norm in model.modality_norms.values():
+        torch.testing.assert_close(norm.weight, sd["norm.weight"])
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"hidden_size": 32, "num_heads": 4}, "width"),
     ({"num_layers": 6, "fusion_layer": 2}, "fewer than num_layers"),

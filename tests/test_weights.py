@@ -13,8 +13,7 @@ import yaml
 
 import mbt
 from mbt.cli import main
-from mbt.weights.scenic import ScenicFormatError, load_scenic_params, scenic_model_config
-from mbt.weights.scenic import _unflatten as _nest
+from mbt.weights.scenic import ScenicFormatError, _unflatten as _nest, load_scenic_params, scenic_model_config
 
 from .conftest import ASSETS, randomize, tiny_config, tiny_inputs
 

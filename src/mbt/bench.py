@@ -52,9 +52,11 @@ import numpy as np
 import torch
 
 from .bench_cases import AMPS, MODES, SIZES, VARIANTS
-from .models.config import ConfigError, MBTConfig, fusion_variant
+from .errors import ConfigError
+from .models.config import MBTConfig, fusion_variant
 from .models.flops import count_flops
 from .models.mbt import MLP, Attention
+from .train.precision import autocast
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 """Set in the environment of isolated measurement processes. By default glibc serves
@@ -365,14 +367,9 @@ class StepRunner:
             tensors += [t for st in self.optimizer.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def step(self) -> None:
         if self.optimizer is None:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
                 self.net(self.inputs)
             return
         from .train.losses import mbt_loss, mixup
@@ -380,7 +377,7 @@ class StepRunner:
         cfg = self.cfg
         inputs, targets, _ = mixup(self.inputs, self.labels, 0.5, self.mix_rng)
         self._branch_macs, self._counting = 0, True
-        with self._autocast():
+        with autocast(self.device, self.amp_dtype):
             out = self.net(inputs)
         self._counting = False  # checkpointing's recomputation in the backward pass is not counted
         self.executed_flops.append(self._fixed_flops + 6.0 * self._branch_macs)

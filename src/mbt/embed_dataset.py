@@ -152,6 +152,7 @@ def embed_dataset(
         raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")
     if chunk_size < 1 or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
+    recipe_given = data is not None or not isinstance(model, MBT)
     if not isinstance(model, MBT):
         data = data or load_data_config(model)
         model = load_pretrained(model, map_location=device)
@@ -159,6 +160,8 @@ def embed_dataset(
     dev = torch.device(device)
     model = model.to(dev).eval()
     cfg = model.config
+    if recipe_given:  # the recipe meant for this model: shapes must fit
+        data.check_fits(cfg)
     dataset = AVDataset(annotations, data, mode, modalities=cfg.modalities, skip_bad=skip_bad)
     annotations = dataset.annotations  # without missing files (skip_bad), which `dropped` lists
     items, views = dataset.items, dataset.views

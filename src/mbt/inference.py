@@ -72,6 +72,8 @@ class Predictor:
             self.data = data or load_data_config(model)
         self.device, self.max_clips = torch.device(device), max_clips
         cfg = self.model.config
+        if data is not None or not isinstance(model, MBT):  # the recipe meant for this model: shapes must fit
+            self.data.check_fits(cfg)
         self.class_names = list(cfg.label_names or [str(i) for i in range(cfg.num_classes)])
         chosen = cfg.modalities if modalities is None else tuple(modalities)
         if not chosen or any(m not in cfg.modalities for m in chosen):

@@ -1,14 +1,27 @@
-"""`key=value` overrides of dataclass configs, typed by the fields they set.
+"""`key=value` overrides of dataclass configs, typed by the fields they set, and the one
+reading of config values: `--set` on every command and YAML config files alike.
 
-`apply_overrides(cfg, ["fusion_layer=4", "patch_size=[16,16]"])` returns a copy with
-the fields set; nested dataclasses take dotted keys (`model.fusion_layer=4`). Values are
-parsed as YAML scalars/lists and checked against the field's annotation, so a typo in a
-key or a value of the wrong type is an error that names the key.
+`apply_overrides(cfg, ["fusion_layer=4", "patch_size=[16,16]"])` returns a copy with the
+fields set; nested dataclasses take dotted keys (`model.fusion_layer=4`), and each
+dataclass is rebuilt once with all its changes, so fields that must agree can change
+together. A typo in a key or a value of the wrong type is an error that names the key.
+
+Values (`parse_value`, and `ConfigLoader` for whole files) are YAML with the YAML 1.2
+scalars, so that a word stays a word:
+
+- `null`, `none`, `~` or nothing: None (`train.max_grad_norm=null`, `train.init_from=none`);
+- `true` / `false`: booleans; `on`/`off`/`yes`/`no` are strings, read as booleans only by a
+  boolean field (so `train.amp=off` is the mode 'off' and `train.freeze=off` is false);
+- numbers: `4`, `-4`, `0.5`, `1e-4`, `.inf`;
+- lists `[16, 16]` and tuples `(16, 16)`;
+- anything else is a string (`classifier=gap`, `root=/data/as`); quote to keep a string that
+  reads otherwise (`'none'`, `"1e-4"`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -16,19 +29,128 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
 
-class OverrideError(ValueError):
+
+class OverrideError(ConfigError):
     """An override names no field or gives a value of the wrong type."""
 
 
-def apply_overrides(cfg: Any, assignments: Iterable[str]) -> Any:
-    """A copy of dataclass `cfg` with each `key=value` assignment applied."""
+_BOOL, _FLOAT, _INT, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("bool", "float", "int", "null"))
+_TUPLE = "tag:mbt,2026:tuple"
+BOOL_WORDS = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
+"""The words a boolean field takes (any case)."""
+
+
+def _yaml12_scalars(cls: type) -> type:
+    """`cls` (a SafeLoader subclass) resolving plain scalars as listed in the module docstring
+    instead of YAML 1.1's (which reads `off` and `no` as false, `1e-4` as a string and `010` as 8)."""
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT, _INT, _NULL)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return _add_scalars(cls)
+
+
+def _add_scalars(cls: type) -> type:
+    """`cls` also resolving the plain scalars of the module docstring."""
+    cls.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    cls.add_implicit_resolver(_NULL, re.compile(r"^(?:~|null|Null|NULL|none|None|NONE|)$"), ["~", "n", "N", ""])
+    cls.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+    cls.add_implicit_resolver(
+        _FLOAT, re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+\.?[0-9]*)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+                           r"|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+    cls.add_implicit_resolver(_TUPLE, re.compile(r"^\(.*\)$", re.S), ["("])
+    return cls
+
+
+@_yaml12_scalars
+class ConfigLoader(yaml.SafeLoader):
+    """The YAML loader of config files and `--set` values (`yaml.SafeLoader`: no tags that
+    build objects), with the scalars of the module docstring."""
+
+
+def _construct_int(loader: ConfigLoader, node: yaml.ScalarNode) -> int:
+    return int(loader.construct_scalar(node))  # decimal: '010' is 10, not YAML 1.1's octal 8
+
+
+def _construct_tuple(loader: ConfigLoader, node: yaml.ScalarNode) -> list[Any]:
+    text = loader.construct_scalar(node)
+    try:
+        return yaml.load(f"[{text[1:-1]}]", Loader=ConfigLoader)  # a SafeLoader
+    except yaml.YAMLError as e:
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r}: not a tuple of values", node.start_mark) from e
+
+
+ConfigLoader.add_constructor(_INT, _construct_int)
+ConfigLoader.add_constructor(_TUPLE, _construct_tuple)
+
+
+@_add_scalars
+class ConfigDumper(yaml.SafeDumper):
+    """Writes configs that `ConfigLoader`, and YAML 1.1 readers such as `yaml.safe_load`, read back
+    to the same values: a string that either would read otherwise ('off', 'none', '1e-4') is quoted."""
+
+
+def parse_value(text: str) -> Any:
+    """A config value written on a command line: `4`, `1e-4`, `true`, `off`, `none`, `[16, 16]`,
+    `(16, 16)`, `spectrogram` (see the module docstring); the text itself when it is not YAML."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
+    except yaml.YAMLError:
+        return text
+
+
+class _Section(dict):
+    """The values of a dotted key's sub-fields (`model.fusion_layer=4` -> model: {fusion_layer: 4})."""
+
+
+def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+    """`KEY=VALUE` assignments as a nested mapping of parsed values (a later one wins)."""
+    nested: dict[str, Any] = {}
     for assignment in assignments:
-        if "=" not in assignment:
-            raise OverrideError(f"{assignment!r}: expected KEY=VALUE")
-        key, text = assignment.split("=", 1)
-        cfg = set_field(cfg, key.strip(), parse_value(text))
-    return cfg
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key or "" in key.split("."):
+            raise OverrideError(f"{assignment!r}: expected KEY=VALUE (SECTION.FIELD=VALUE in a sectioned config)")
+        *heads, last = key.split(".")
+        target = nested
+        for head in heads:
+            if not isinstance(target.get(head), _Section):
+                target[head] = _Section()  # replaces an earlier `head=value`: the later one wins
+            target = target[head]
+        target[last] = parse_value(text)
+    return nested
+
+
+def apply_overrides(cfg: Any, assignments: Iterable[str]) -> Any:
+    """A copy of dataclass `cfg` with the `key=value` assignments applied together."""
+    return update(cfg, parse_assignments(assignments))
+
+
+def update(cfg: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """A copy of dataclass `cfg` with `values` (field -> value, a mapping for a nested dataclass)
+    set, each type-checked, rebuilt once so its checks see all changes together."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    merged = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise OverrideError(f"{key}: unknown key ({type(cfg).__name__} has no field {name!r}); "
+                                f"fields: {sorted(fields)}")
+        child = getattr(cfg, name)
+        if dataclasses.is_dataclass(child) and isinstance(value, dict):
+            merged[name] = update(child, value, f"{key}.")
+        elif isinstance(value, _Section):
+            raise OverrideError(f"{key}: {name!r} is not a section with sub-fields")
+        else:
+            merged[name] = coerce(value, hints[name], key)
+    try:
+        return type(cfg)(**merged)
+    except (TypeError, ValueError) as e:
+        message = str(e)
+        raise OverrideError(message if not prefix or message.startswith(prefix) else f"{prefix}{message}") from e
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -39,38 +161,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise OverrideError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
     return cls(**data)
-
-
-def parse_value(text: str) -> Any:
-    """A YAML scalar or list: `4`, `0.5`, `true`, `null`, `[16, 16]`, `spectrogram`."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def set_field(cfg: Any, key: str, value: Any) -> Any:
-    """A copy of `cfg` with dotted field `key` set to `value` (converted to the field type)."""
-    head, _, rest = key.partition(".")
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    if head not in fields:
-        raise OverrideError(f"{key}: {type(cfg).__name__} has no field {head!r}; fields: {sorted(fields)}")
-    hints = typing.get_type_hints(type(cfg))
-    if rest:
-        child = getattr(cfg, head)
-        if not dataclasses.is_dataclass(child):
-            raise OverrideError(f"{key}: {head!r} is not a section with sub-fields")
-        return _replace(cfg, key, **{head: set_field(child, rest, value)})
-    return _replace(cfg, key, **{head: coerce(value, hints[head], key)})
-
-
-def _replace(cfg: Any, key: str, **changes: Any) -> Any:
-    try:
-        return dataclasses.replace(cfg, **changes)
-    except (TypeError, ValueError) as e:
-        message = str(e)
-        field = key.rsplit(".", 1)[-1]
-        raise OverrideError(message if message.startswith(field) else f"{key}: {message}") from e
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -112,6 +202,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()]
         raise OverrideError(f"{key}: expected true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -122,7 +214,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             raise OverrideError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if annotation is str:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list, bool)):
             raise OverrideError(f"{key}: expected a string, got {value!r}")
         return str(value)
     if dataclasses.is_dataclass(annotation):

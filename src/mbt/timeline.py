@@ -22,7 +22,7 @@ import os
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,18 @@ import numpy as np
 import torch
 
 from .data import views
-from .data.augment import spatial_crops
 from .data.config import DataConfig
 from .data.decode import (
+    AudioFeed,
+    Converter,
     Damage,
+    DamageLog,
     DecodeError,
-    _AudioFeed,
-    _Converter,
-    _DamageLog,
-    _Media,
-    _normalise_rotation,
-    _rotate,
-    _VideoFeed,
+    Media,
+    VideoFeed,
+    normalise_rotation,
+    rotate,
 )
-from .data.features import log_mel
 
 
 # ---------------------------------------------------------------------------- windows
@@ -76,14 +74,14 @@ INTERLEAVE_S = 10.0
 (a damaged or cut track): its window is filled (last frame, silence) instead of reading on."""
 
 class _WindowFrames:
-    """The frame picker of a `MediaStream` (driven by decode's `_VideoFeed`): for each
+    """The frame picker of a `MediaStream` (driven by decode's `VideoFeed`): for each
     requested time, the last frame at or before it, converted when first picked and kept
     until released."""
 
     first_wanted = -math.inf  # the feed holds no packets back
     done = False
 
-    def __init__(self, times: np.ndarray, convert: _Converter):
+    def __init__(self, times: np.ndarray, convert: Converter):
         self.times, self.pos, self.convert = times, 0, convert
         self.kept: OrderedDict[float, np.ndarray] = OrderedDict()
         self.prev: Any = None
@@ -97,14 +95,14 @@ class _WindowFrames:
         image = None
         while self.pos < len(self.times) and self.times[self.pos] < stop:
             if image is None:
-                image = _rotate(self.convert(frame), self.rotation or 0)
+                image = rotate(self.convert(frame), self.rotation or 0)
             self.kept[float(self.times[self.pos])] = image
             self.pos += 1
         self.peak = max(self.peak, len(self.kept))
 
     def push(self, frame: Any, time: float) -> None:
         if self.rotation is None:
-            self.rotation = _normalise_rotation(frame.rotation) if frame.rotation else 0
+            self.rotation = normalise_rotation(frame.rotation) if frame.rotation else 0
         self._keep(self.prev if self.prev is not None else frame, time - 1e-6)
         self.prev, self.prev_time = frame, time
 
@@ -118,7 +116,7 @@ class _WindowFrames:
 
 
 class _RollingAudio:
-    """The audio sink of a `MediaStream` (driven by decode's `_AudioFeed`): mono chunks by
+    """The audio sink of a `MediaStream` (driven by decode's `AudioFeed`): mono chunks by
     sample position, released from the front."""
 
     done = False
@@ -155,15 +153,15 @@ class MediaStream:
     def __init__(self, path: str, frame_times: np.ndarray, data: DataConfig, video: bool = True,
                  audio: bool = True, threads: int = 0):
         self.path, self.data = path, data
-        self.media = _Media(path, threads, data.video_stream, data.audio_stream)
+        self.media = Media(path, threads, data.video_stream, data.audio_stream)
         self.damage = Damage()
         """Damage FFmpeg concealed while decoding (as `read_clip` counts it)."""
         m = self.media
-        self.picker = _WindowFrames(frame_times, _Converter(data.min_resize, shrink_only=True)) if (
+        self.picker = _WindowFrames(frame_times, Converter(data.min_resize, shrink_only=True)) if (
             video and m.vstream is not None) else None
         self.sink = _RollingAudio() if audio and m.astream is not None else None
-        self.video = _VideoFeed(m, self.picker, False, self.damage) if self.picker else None
-        self.audio_feed = (_AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False, self.damage)
+        self.video = VideoFeed(m, self.picker, False, self.damage) if self.picker else None
+        self.audio_feed = (AudioFeed(m, self.sink, data.sample_rate, (math.inf, math.inf), None, False, self.damage)
                            if self.sink else None)
         streams = [f.stream for f in (self.video, self.audio_feed) if f is not None]
         self.packets: Iterator[Any] | None = m.demux(*streams) if streams else None
@@ -183,7 +181,7 @@ class MediaStream:
 
     def _pull(self) -> None:
         """Demux and decode the next packet; at the end of the file, flush the decoders."""
-        with _DamageLog(self.damage):
+        with DamageLog(self.damage):
             self._pull_packet()
 
     def _pull_packet(self) -> None:
@@ -316,12 +314,13 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
         total.index_add_(0, torch.tensor([p[0] for p in pending]), logits)
         pending.clear()
 
+    inputs = views.ClipInputs(replace(data, num_test_crops=1), "test", rgb="rgb" in present)
     try:
         note = missing_note(mods, present, path)
         for w, cs in enumerate(tqdm(centres, desc=Path(path).name, unit="window", disable=not progress,
                                     file=sys.stderr)):
             for c in cs:
-                pending.append((w, _clip_inputs(stream, present, data, c, frame_times(c))))
+                pending.append((w, _clip_inputs(stream, present, inputs, c, frame_times(c))))
             if w + 1 < len(centres):  # what the next window needs starts here
                 nxt = centres[w + 1][0]
                 stream.release(frame_times(nxt)[0], max(nxt - data.audio_seconds / 2, 0.0))
@@ -340,16 +339,15 @@ def timeline(predictor: Any, path: str | os.PathLike, window: float | None = Non
     return Timeline(path, window, hop, np.array(starts), ends, scores, predictor.class_names, present, note, stats)
 
 
-def _clip_inputs(stream: MediaStream, present: tuple[str, ...], data: DataConfig, centre: float,
+def _clip_inputs(stream: MediaStream, present: tuple[str, ...], inputs: views.ClipInputs, centre: float,
                  times: list[float]) -> dict[str, torch.Tensor]:
-    """One clip's model inputs, as `AVDataset` makes them for a test view (centre crop)."""
-    out = {}
-    if "rgb" in present:
-        out["rgb"] = spatial_crops(stream.frames(times), data, num_crops=1)[0]
-    if "spectrogram" in present:
-        audio = stream.audio(max(centre - data.audio_seconds / 2, 0.0), data.audio_seconds)
-        out["spectrogram"] = log_mel(torch.from_numpy(audio), data)
-    return out
+    """One clip's model inputs, made by `inputs` (a test-split `ClipInputs` with one centre crop)
+    as `AVDataset` makes them."""
+    data = inputs.cfg
+    rgb = stream.frames(times) if "rgb" in present else None
+    audio = (stream.audio(max(centre - data.audio_seconds / 2, 0.0), data.audio_seconds)
+             if "spectrogram" in present else None)
+    return inputs(rgb, audio, 0, torch.Generator())  # a test view draws nothing
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -71,9 +71,13 @@ def patch_attention(model: MBT, out: MBTOutput, grads: list[dict[str, torch.Tens
     for m in present:
         key = m if m in out.attention_layout[last] else "joint"
         seg = _segments(out.attention_layout[last][key])
-        rows = seg[f"cls:{m}"] if cfg.classifier == "token" else slice(None)
+        pooled_by_head = cfg.classifier == "token"  # a cls kept with a pooling head is not what it pools
+        prefix = [seg[s] for s in (f"cls:{m}", f"dist:{m}") if s in seg and pooled_by_head]  # the head's tokens
+        rows = slice(prefix[0].start, prefix[-1].stop) if prefix else slice(None)
         heat[m] = heads_mean(last, key)[rows, seg[m]].mean(0).numpy()
-    who = "cls token's" if cfg.classifier == "token" else "all tokens'"
+    who = "all tokens'"
+    if cfg.classifier == "token":
+        who = "cls and distillation tokens'" if cfg.distillation_token else "cls token's"
     return heat, f"{who} attention (last layer, heads averaged)"
 
 
@@ -174,7 +178,8 @@ def video_figure(cfg: MBTConfig, rgb: torch.Tensor, heat: np.ndarray, source: st
 def audio_figure(cfg: MBTConfig, spectrogram: torch.Tensor, heat: np.ndarray, source: str, title: str,
                  path: Path, data: DataConfig, audio_start: float = 0.0) -> Path:
     """The log-mel spectrogram (time in the file across, mel bands up) and, below it, the
-    attention over its time-frequency patches, one cell per patch."""
+    attention over its time-frequency patches, one cell per patch. Overlapping patches
+    (a stride below the patch size) get cells one stride wide, centred on their patch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,19 +188,25 @@ def audio_figure(cfg: MBTConfig, spectrogram: torch.Tensor, heat: np.ndarray, so
     spec = spectrogram.float()
     spec = (spec[0] if spec.dim() == 3 else spec).numpy()  # [T, F]
     _, ts, fs = cfg.patch_grid("spectrogram")
-    ph, pw = cfg.patch_size
-    covered = (ts * ph, fs * pw)
-    extent = (audio_start, audio_start + covered[0] * data.hop_ms / 1000, 0, covered[1])
+    (ph, pw), (st, sf) = cfg.patch_size, cfg.spectrogram_stride
+    covered = ((ts - 1) * st + ph, (fs - 1) * sf + pw)
+    seconds = data.hop_ms / 1000
+    extent = (audio_start, audio_start + covered[0] * seconds, 0, covered[1])
+    cells = (audio_start + (ph - st) / 2 * seconds, audio_start + ((ts - 1) * st + (ph + st) / 2) * seconds,
+             (pw - sf) / 2, (fs - 1) * sf + (pw + sf) / 2)
     share, uniform, norm = attention_scale(heat)
     cmap = plt.get_cmap("RdBu_r")
     fig, (ax_spec, ax_heat) = plt.subplots(2, 1, figsize=(9, 5.6), sharex=True, layout="constrained")
     ax_spec.imshow(spec[: covered[0], : covered[1]].T, origin="lower", aspect="auto", cmap="magma", extent=extent)
     ax_spec.set(ylabel="mel band", title="log-mel spectrogram")
     ax_heat.imshow(spec[: covered[0], : covered[1]].T, origin="lower", aspect="auto", cmap="gray", extent=extent)
-    ax_heat.imshow(_overlay(share.reshape(ts, fs).T, norm, cmap), origin="lower", aspect="auto", extent=extent,
+    ax_heat.imshow(_overlay(share.reshape(ts, fs).T, norm, cmap), origin="lower", aspect="auto", extent=cells,
                    interpolation="nearest")
+    ax_heat.set_xlim(extent[0], extent[1])
+    ax_heat.set_ylim(0, covered[1])
+    stride = "" if (st, sf) == (ph, pw) else f", every {st}x{sf}"
     ax_heat.set(xlabel="time in the file (s)", ylabel="mel band",
-                title=f"attention over time-frequency patches ({ph}x{pw} bins each)")
+                title=f"attention over time-frequency patches ({ph}x{pw} bins each{stride})")
     _colourbar(fig, norm, cmap, uniform, [ax_spec, ax_heat], share.size, "spectrogram patches")
     _suptitle(fig, title, f"where the model listens: {source}")
     fig.savefig(path, dpi=110, bbox_inches="tight")

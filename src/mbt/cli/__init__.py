@@ -13,8 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import bench, convert, data, demo, embed, explain, export, flops, predict, probe, train
-from . import eval as eval_
+from . import bench, convert, data, demo, embed, eval as eval_, explain, export, flops, predict, probe, train
 
 VERBS = (convert, flops, export, data, train, eval_, demo, predict, embed, probe, explain, bench)
 """The verb modules, in the order of `mbt --help`."""

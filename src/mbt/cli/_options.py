@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.annotations import FORMATS
+from ..data.annotations import FORMATS, formats_help
 
-SET_HELP = "override any field, e.g. train.lr=0.1 model.fusion_layer=4 dataset.root=/data"
+SET_HELP = ("override any field, e.g. train.lr=1e-4 model.fusion_layer=4 dataset.root=/data train.amp=off; "
+            "values as in config files: null/none, true/false, numbers, [a, b] or (a, b), any other word a string")
 
 
 def print_json(obj: Any) -> None:
@@ -47,10 +48,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Which annotations, in which format, with media under which root (mbt.data.annotations)."""
-    p.add_argument("annotations", nargs="+",
-                   help="annotation file(s): a folder (folder), a manifest (csv/jsonl), segment CSVs "
-                        "(audioset), vggsound.csv or a VGGSound split list, vggsounder.csv, EPIC_100_*.csv, "
-                        "a Kinetics CSV or a Kinetics-Sounds list")
+    p.add_argument("annotations", nargs="+", help=f"annotation file(s), by --format: {formats_help()}")
     p.add_argument("--format", required=True, choices=FORMATS, help="annotation format")
     add_annotation_options(p)
 

@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, cases_from, compare_cases, environment, format_row, markdown_table, run_bench
-    from ..models.config import ConfigError, MBTConfig
+    from ..errors import ConfigError
+    from ..models.config import MBTConfig
     from ..overrides import apply_overrides
 
     assignments = section_overrides(args.set, "model")

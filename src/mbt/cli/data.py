@@ -1,4 +1,4 @@
-"""`mbt data summary | probe | stats | prepare`: inspect and prepare datasets and videos."""
+"""`mbt data summary | probe | stats | prepare | merge`: inspect and prepare datasets and videos."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ _FIRST_LISTED = 5
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="inspect and prepare datasets and videos: summary | probe | stats | prepare")
+    p = sub.add_parser("data",
+                       help="inspect and prepare datasets and videos: summary | probe | stats | prepare | merge")
     dsub = p.add_subparsers(dest="data_command", required=True)
     _add_data_summary(dsub)
     _add_data_probe(dsub)
     _add_data_stats(dsub)
     _add_data_prepare(dsub)
+    _add_data_merge(dsub)
 
 
 def _add_data_prepare(dsub: argparse._SubParsersAction) -> None:
@@ -41,10 +43,27 @@ def _add_data_prepare(dsub: argparse._SubParsersAction) -> None:
     s.add_argument("--audio-codec", choices=("flac", "pcm16"), default="flac")
     s.add_argument("--seed", type=int, default=0, help="seed of the item order over shards")
     s.add_argument("--workers", type=int, default=1, help="processes writing shards in parallel")
+    s.add_argument("--part", type=int, default=0, metavar="K",
+                   help="with --num-parts: write part K (0-based) of the shards, for one of N machines; then "
+                        "`mbt data merge` the N part folders")
+    s.add_argument("--num-parts", type=int, default=1, metavar="N", help="machines the preparation is split over")
     s.add_argument("--overwrite", action="store_true", help="replace finished shards in --out")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_prepare)
+
+
+def _add_data_merge(dsub: argparse._SubParsersAction) -> None:
+    s = dsub.add_parser(
+        "merge", help="merge the part folders of `mbt data prepare --part K --num-parts N` into one shard folder",
+        description="Check that every part of the same preparation is there and finished, link (or copy) their "
+                    "shards into --out and write its manifest: the same folder a run in one go writes.",
+    )
+    s.add_argument("parts", nargs="+", metavar="PART_DIR")
+    s.add_argument("--out", required=True, help="the merged shard folder (local)")
+    s.add_argument("--overwrite", action="store_true", help="replace finished shards in --out")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_merge)
 
 
 def _add_data_probe(dsub: argparse._SubParsersAction) -> None:
@@ -144,9 +163,10 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     """The middle clip, as evaluation would see it."""
-    from ..data.augment import VideoTransform
+    import torch
+
     from ..data.decode import media_duration, read_clip
-    from ..data.features import log_mel
+    from ..data.views import ClipInputs
 
     centre = media_duration(path, cfg.video_stream, cfg.audio_stream) / 2
     first = max(centre - cfg.clip_seconds / 2, 0.0)
@@ -154,8 +174,8 @@ def _sample_clip(path: str, info: Any, cfg: Any) -> dict[str, Any]:
     audio_start = max(centre - cfg.audio_seconds / 2, 0.0)
     clip = read_clip(path, times, audio_start, cfg.audio_seconds, cfg.sample_rate, cfg.pad_mode,
                      resize_short_side=cfg.min_resize, video_stream=cfg.video_stream, audio_stream=cfg.audio_stream)
-    rgb = VideoTransform(cfg, train=False)(clip.rgb)
-    spec = log_mel(clip.audio, cfg)
+    inputs = ClipInputs(cfg, "val")(clip.rgb, clip.audio, 0, torch.Generator())  # a val view draws nothing
+    rgb, spec = inputs["rgb"], inputs["spectrogram"]
     return {
         "frame_times": [round(float(t), 4) for t in clip.frame_times],
         "decoded_rgb": list(clip.rgb.shape),
@@ -246,7 +266,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     try:
         report = prepare_shards(ann, cfg, args.out, shard_cfg, workers=args.workers, skip_bad=args.skip_bad,
-                                overwrite=args.overwrite, progress=progress)
+                                overwrite=args.overwrite, progress=progress, part=args.part,
+                                num_parts=args.num_parts)
     finally:
         if bar is not None:
             bar.close()
@@ -254,6 +275,29 @@ def run_prepare(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
+    if args.num_parts > 1:
+        print(f"{report['out']}: part {args.part} of {args.num_parts}: {report['written']} items in "
+              f"{report['shards']} shards ({report['bytes'] / 2**20:.1f} MiB), {report['left_out']} unreadable left "
+              f"out, {report['seconds']:.1f} s; when every part is done: mbt data merge PART_DIRS... --out DIR")
+        return 0
+    _print_report(report)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """`mbt data merge`: part folders -> one shard folder; prints its report."""
+    from ..data.shards import merge_parts
+
+    report = merge_parts(args.parts, args.out, overwrite=args.overwrite)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
     mib = report["bytes"] / 2**20
     print(f"{report['out']}: {report['written']} of {report['items']} items in {report['shards']} shards "
           f"({mib:.1f} MiB, {mib / max(report['written'], 1):.2f} MiB/item), mode {report['mode']}, "
@@ -265,4 +309,3 @@ def run_prepare(args: argparse.Namespace) -> int:
           f"annotation rows skipped: {report['annotation_rows_skipped']}")
     for line in report["first_left_out"]:
         print(f"  {line}")
-    return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._options import add_set_option
+from ._options import FORMATS, add_set_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="test: num_test_clips x num_test_crops views per video; val: one middle clip")
     p.add_argument("--data", nargs="+", metavar="FILE", help="annotation file(s) (default: the run's)")
-    p.add_argument("--format", help="annotation format (folder, csv, jsonl, audioset, vggsound, vggsounder, epic100, "
-                                    "kinetics, kinetics-sounds)")
+    p.add_argument("--format", help=f"annotation format ({', '.join(FORMATS)}) or shards")
     p.add_argument("--root", help="folder holding the media files")
     p.add_argument("--classes", help="class list file")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or missing media (reported)")
@@ -43,9 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """(config, model, default output folder) for a run folder or a saved model folder."""
     from ..data.config import load_data_config
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.config import DatasetConfig, ExperimentConfig, TrainConfig
-    from ..train.run_dir import load_run_weights
+    from ..train.run_folder import load_run_weights
     from ..weights import load_pretrained
 
     target = Path(args.target)
@@ -92,7 +91,7 @@ def _eval_config(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.data import NAMED_CLASS_FORMATS, build_dataset, load_split_annotations
     from ..train.distributed import barrier, init_distributed, shutdown
     from ..train.evaluate import (
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         write_predictions,
     )
     from ..train.precision import resolve_amp
-    from ..train.run_dir import weights_chosen_on
+    from ..train.run_folder import weights_chosen_on
 
     cfg, model, out = _eval_config(args)
     m = cfg.model

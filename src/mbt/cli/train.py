@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.config import ExperimentConfig
     from ..train.presets import preset
 
@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
-        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
+        from ..overrides import ConfigDumper
+
+        yaml.dump(cfg.to_dict(), sys.stdout, Dumper=ConfigDumper, sort_keys=False)  # read back by --config
         return 0
     from ..models.config import ConfigError
     from ..train.loop import train

@@ -57,11 +57,11 @@ def damaged_in(batch: dict[str, Any]) -> list[tuple[str, str]]:
     return [(p, d) for p, d in zip(batch.get("path", ()), batch.get("damage", ()), strict=False) if d]
 
 
-def worker_message(error: ClipError) -> str:
-    """The message a worker's `ClipError` was raised with: torch re-raises it in the main process
-    with the worker's whole traceback as its message, the original message on its last line."""
+def worker_message(error: BaseException) -> str:
+    """The message a worker's error (`ClipError`, ...) was raised with: torch re-raises it in the main
+    process with the worker's whole traceback as its message, the original message on its last line."""
     text = str(error)
-    marker = f"{ClipError.__name__}: "
+    marker = f"{type(error).__name__}: "
     if not text.startswith("Caught ") or marker not in text:
         return text
     return text.rsplit(marker, 1)[1].strip() + " (in a data-loader worker; MBT_DEBUG=1 shows its traceback)"

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..models.config import MBTConfig
 
+FRONTENDS = ("log_mel", "kaldi_fbank")
+"""Values of `DataConfig.frontend` (`mbt.data.features`)."""
+
 
 @dataclass
 class DataConfig:
@@ -40,6 +43,16 @@ class DataConfig:
     """STFT window length."""
     hop_ms: float = 10.0
     """STFT hop: 10 ms gives 100 spectrogram frames per second."""
+    frontend: str = "log_mel"
+    """Spectrogram features (`mbt.data.features`): 'log_mel' (DMVR's log-mel, the convention
+    Scenic's MBT data was built with) or 'kaldi_fbank' (Kaldi's log mel filterbank as AST,
+    CAV-MAE and AudioMAE compute it: for models started from those encoders, with the
+    encoder's own `spec_mean` / `spec_std` and `target_length`)."""
+    target_length: int | None = None
+    """Spectrogram frames given to the model: the raw features of the audio window are cut, or
+    zero-padded at the end, to this length, then normalised (AST's order: 10 s of audio give
+    998 Kaldi frames, padded to 1024, and a padded frame normalises to 0.467 with AST's
+    statistics). None: ``round(audio_seconds / hop_ms)`` frames (800 for 8 s)."""
     spec_mean: float = -2.37
     """Mean of the log-mel (`mbt.data.features` convention) over the training set, subtracted.
     The default was measured on 11 real clips (6 ESC-50, a VGGSound and an AudioSet clip, 3
@@ -94,13 +107,19 @@ class DataConfig:
         return from_dict(cls, data)
 
     def __post_init__(self) -> None:
+        from ..models.config import ConfigError
+
         self.scale_jitter = tuple(self.scale_jitter)
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"data.frontend: expected one of {list(FRONTENDS)}, got {self.frontend!r}")
+        if self.target_length is not None and self.target_length < 1:
+            raise ConfigError(f"data.target_length: must be a positive frame count or null, got {self.target_length}")
 
     def sized_for(self, model: MBTConfig) -> DataConfig:
         """A copy with the clip geometry of `model`: frames and crop for rgb, window and mel
         bins (at this `hop_ms`) for the spectrogram. The model config is the one source of
         geometry; `ExperimentConfig` rejects a data config that disagrees with it."""
-        from ..models.config import ConfigError
+        from ..errors import ConfigError
 
         changes: dict[str, Any] = {}
         if "rgb" in model.modalities:
@@ -110,12 +129,39 @@ class DataConfig:
             changes.update(num_frames=model.num_frames, image_size=h)
         if "spectrogram" in model.modalities:
             frames, bins = model.spectrogram_size
-            changes.update(audio_seconds=frames * self.hop_ms / 1000.0, num_mel_bins=bins)
+            if self.target_length is None:
+                changes.update(audio_seconds=frames * self.hop_ms / 1000.0)
+            else:
+                changes.update(target_length=frames)
+            changes.update(num_mel_bins=bins)
         return dataclasses.replace(self, **changes)
+
+    def check_fits(self, model: MBTConfig) -> None:
+        """Raise `ConfigError` naming the fields when the inputs this recipe makes do not have
+        the shapes `model` takes (a saved model's recipe edited by hand, a wrong override)."""
+        from ..models.config import ConfigError
+
+        if "rgb" in model.modalities:
+            if model.num_frames != self.num_frames:
+                raise ConfigError(f"model.num_frames={model.num_frames} differs from data.num_frames={self.num_frames}")
+            if model.image_size != (self.image_size, self.image_size):
+                raise ConfigError(
+                    f"model.image_size={list(model.image_size)} differs from data.image_size={self.image_size}"
+                )
+        if "spectrogram" in model.modalities:
+            want = (self.num_spectrogram_frames, self.num_mel_bins)
+            if model.spectrogram_size != want:
+                source = "data.target_length" if self.target_length is not None else "data.audio_seconds, data.hop_ms"
+                raise ConfigError(
+                    f"model.spectrogram_size={list(model.spectrogram_size)} differs from the data's "
+                    f"[num_spectrogram_frames, num_mel_bins]={list(want)} ({source}, data.num_mel_bins)"
+                )
 
     @property
     def num_spectrogram_frames(self) -> int:
-        """Spectrogram time bins per clip (800 for 8 s at a 10 ms hop)."""
+        """Spectrogram time bins per clip: `target_length`, else 800 for 8 s at a 10 ms hop."""
+        if self.target_length is not None:
+            return self.target_length
         return round(self.audio_seconds * 1000.0 / self.hop_ms)
 
     @property

@@ -29,13 +29,13 @@ Conventions (all times in seconds):
   container index.
 
 Only what a clip needs is decoded: the frames and the audio are read in separate runs, each
-from its own seek point (`_ClipReader._seek_target` has the policy), and the GOPs before
+from its own seek point (`ClipReader._seek_target` has the policy), and the GOPs before
 the first frame and the audio packets outside the window (less a short pre-roll) are
 demuxed but not decoded. docs/benchmarks.md has the measurements behind these choices.
 
 Modules: this one is the API (`probe`, `media_duration`, `read_clip`, `read_audio`); `media` opens a
 file (errors, damage accounting, stream facts, `Clip`); `feeds` decodes (frame pickers, the audio
-sink, `_ClipReader`, the feeds of `mbt.timeline`).
+sink, `ClipReader`, the feeds of `mbt.timeline`).
 """
 
 from __future__ import annotations
@@ -47,21 +47,21 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-# The private names `mbt.timeline` (the feeds) and benchmarks/bench_data.py (`_ClipReader`) read from here.
-from .feeds import _AudioFeed, _ClipReader, _Converter, _rotate, _VideoFeed  # noqa: F401
+# The private names `mbt.timeline` (the feeds) and benchmarks/bench_data.py (`ClipReader`) read from here.
+from .feeds import AudioFeed, ClipReader, Converter, VideoFeed, rotate  # noqa: F401
 from .media import (
     PAD_MODES,
     AudioStreamInfo,
     Clip,
     Damage,
+    DamageLog,
     DecodeError,
+    Media,
     MediaInfo,
     VideoStreamInfo,
-    _DamageLog,
-    _Media,
-    _normalise_rotation,  # noqa: F401
-    _packets_end,
-    _rotation,
+    frame_rotation,
+    normalise_rotation,  # noqa: F401
+    packets_end,
 )
 
 __all__ = [
@@ -87,17 +87,17 @@ def probe(path: str | os.PathLike[str], count_frames: bool = False, video_stream
     and ``damage``.
     """
     path = os.fspath(path)
-    with _Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
+    with Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
         info = media.info
         try:
             if media.vstream is not None:
                 first = next(media.decode(media.vstream), None)
                 if first is None:
                     raise DecodeError(f"{path}: the video stream has no decodable frame")
-                info.video.rotation = _rotation(first, media.vstream)  # type: ignore[union-attr]
+                info.video.rotation = frame_rotation(first, media.vstream)  # type: ignore[union-attr]
             if count_frames:
                 info.damage = Damage()
-                with _DamageLog(info.damage) as log:
+                with DamageLog(info.damage) as log:
                     if media.vstream is not None:
                         media.reopen()  # image demuxers cannot seek back to their one frame
                         frames = log.frames(media.decode(media.vstream))
@@ -120,13 +120,13 @@ def media_duration(path: str | os.PathLike[str], video_stream: int | None = None
     decoded), for files that store none (live WebM/Matroska). Raises `DecodeError` when
     there is none or it is zero."""
     path = os.fspath(path)
-    with _Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
+    with Media(path, video_stream=video_stream, audio_stream=audio_stream) as media:
         info = media.info
         streams = [s for s in (info.video, info.audio) if s is not None]
         duration = info.duration or max((s.duration or 0.0 for s in streams), default=0.0)
         if not duration:
             try:
-                duration = _packets_end(media, [s for s in (media.vstream, media.astream) if s is not None]) or 0.0
+                duration = packets_end(media, [s for s in (media.vstream, media.astream) if s is not None]) or 0.0
             except av.FFmpegError as e:
                 raise DecodeError(f"{path}: {e}") from e
     if not duration > 0:
@@ -163,7 +163,7 @@ def read_clip(
     _check_args(frame_times, audio_start, audio_seconds, sample_rate, pad_mode)
     if resize_short_side is not None and resize_short_side < 1:
         raise ValueError(f"resize_short_side must be >= 1, got {resize_short_side}")
-    with _Media(path, threads, video_stream, audio_stream) as media:
+    with Media(path, threads, video_stream, audio_stream) as media:
         if media.vstream is None:
             raise DecodeError(f"{path}: no video stream (use read_audio for audio-only files)")
         if media.info.still_image:
@@ -171,9 +171,9 @@ def read_clip(
                               "mbt reads video files (make a video of it first, e.g. "
                               "ffmpeg -loop 1 -i IMAGE -t 1 out.mp4)")
         try:
-            reader = _ClipReader(media, frame_times, audio_start, audio_seconds, sample_rate, pad_mode,
-                                 _Converter(resize_short_side, shrink_only))
-            with _DamageLog(reader.damage):
+            reader = ClipReader(media, frame_times, audio_start, audio_seconds, sample_rate, pad_mode,
+                                 Converter(resize_short_side, shrink_only))
+            with DamageLog(reader.damage):
                 return reader.read()
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: {e}") from e
@@ -193,12 +193,12 @@ def read_audio(
     without an audio stream."""
     path = os.fspath(path)
     _check_args((), start, seconds, sample_rate, pad_mode)
-    with _Media(path, audio_stream=audio_stream) as media:
+    with Media(path, audio_stream=audio_stream) as media:
         if media.astream is None:
             raise DecodeError(f"{path}: no audio stream")
         try:
-            reader = _ClipReader(media, (), start, seconds, sample_rate, pad_mode, None)
-            with _DamageLog(reader.damage):
+            reader = ClipReader(media, (), start, seconds, sample_rate, pad_mode, None)
+            with DamageLog(reader.damage):
                 audio = reader.read_audio()
             media.info.damage = reader.damage
             return audio, media.info

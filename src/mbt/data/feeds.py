@@ -1,5 +1,5 @@
 """Decoding for `mbt.data.decode`: timestamps, the frame picker and audio sink a clip is read into,
-`_ClipReader` (one clip, seeking and demuxing only what it needs) and the sequential feeds of
+`ClipReader` (one clip, seeking and demuxing only what it needs) and the sequential feeds of
 `mbt.timeline`."""
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import av
 import numpy as np
 
 from .media import (
-    _TIME_EPS,
     AUDIO_PREROLL_S,
     NO_INDEX_SEEK_MIN_S,
+    TIME_EPS,
     TRUNCATION_TOLERANCE_S,
     Clip,
     Damage,
     DecodeError,
-    _frame_period,
-    _Media,
-    _normalise_rotation,
-    _packets_end,
+    Media,
+    frame_period,
+    normalise_rotation,
+    packets_end,
 )
 
 
@@ -49,7 +49,7 @@ class _Timestamps:
         return dts
 
 
-class _Converter:
+class Converter:
     """Frame -> uint8 RGB array, in FFmpeg (swscale, one thread). The output size is fixed by
     the first frame (short side resized when asked), so a mid-stream size change cannot
     break a clip."""
@@ -80,7 +80,7 @@ class _FramePicker:
     """Keeps, for each requested time, the last frame at or before it; converts a frame to
     RGB only when it is picked (once, however many times pick it)."""
 
-    def __init__(self, times: Sequence[float], convert: _Converter):
+    def __init__(self, times: Sequence[float], convert: Converter):
         order = sorted(range(len(times)), key=lambda k: times[k])
         self.pending = [(times[k], k) for k in order]
         self.pos = 0
@@ -109,9 +109,9 @@ class _FramePicker:
 
     def push(self, frame: Any, time: float) -> None:
         if self.rotation is None:
-            self.rotation = _normalise_rotation(frame.rotation) if frame.rotation else 0
+            self.rotation = normalise_rotation(frame.rotation) if frame.rotation else 0
             self.frame_tb = float(frame.time_base) if frame.time_base else 0.0
-        while self.pos < len(self.pending) and self.pending[self.pos][0] + _TIME_EPS < time:
+        while self.pos < len(self.pending) and self.pending[self.pos][0] + TIME_EPS < time:
             _, k = self.pending[self.pos]
             if self.prev is None:  # a time before the first frame shows the first frame
                 self.images[k], self.shown[k] = self.convert(frame), time
@@ -182,11 +182,11 @@ class _AudioSink:
         return first, self._place(np.zeros(end - first, dtype=np.float32), first)
 
 
-class _ClipReader:
+class ClipReader:
     """Decodes what one clip needs from an open file."""
 
-    def __init__(self, media: _Media, frame_times: Sequence[float], audio_start: float,
-                 audio_seconds: float, sample_rate: int, pad_mode: str, convert: _Converter | None):
+    def __init__(self, media: Media, frame_times: Sequence[float], audio_start: float,
+                 audio_seconds: float, sample_rate: int, pad_mode: str, convert: Converter | None):
         self.media, self.info = media, media.info
         self.times = [float(t) for t in frame_times]
         self.sample_rate, self.pad_mode, self.convert = sample_rate, pad_mode, convert
@@ -214,7 +214,7 @@ class _ClipReader:
 
     def _scan_video_end(self) -> float | None:
         """End time of the video from its packets (demux only, no decoding)."""
-        return _packets_end(self.media, [self.media.vstream])
+        return packets_end(self.media, [self.media.vstream])
 
     def _audio_wraps(self) -> bool:
         """Whether the audio window runs past the end of the track (by the header), so that
@@ -251,7 +251,7 @@ class _ClipReader:
         if picker is not None and picker.rotation:
             rotation = self.info.video.rotation = picker.rotation  # type: ignore[union-attr]
         if picker is not None:
-            rgb = np.stack([_rotate(img, rotation) for img in picker.images])  # type: ignore[arg-type]
+            rgb = np.stack([rotate(img, rotation) for img in picker.images])  # type: ignore[arg-type]
             shown = picker.shown
         else:
             cc = self.media.vstream.codec_context
@@ -329,8 +329,8 @@ class _ClipReader:
             media.seek(seek_to, media.vstream if picker is not None else media.astream)
             self.seeked = True
         check = seek_to is not None
-        video = _VideoFeed(media, picker, check, self.damage) if picker is not None else None
-        audio = (_AudioFeed(media, sink, self.sample_rate, self._audio_gap(sink), audio_stop, check, self.damage)
+        video = VideoFeed(media, picker, check, self.damage) if picker is not None else None
+        audio = (AudioFeed(media, sink, self.sample_rate, self._audio_gap(sink), audio_stop, check, self.damage)
                  if sink else None)
         streams = [f.stream for f in (video, audio) if f is not None]
         try:
@@ -340,7 +340,7 @@ class _ClipReader:
                 if feed is not None:
                     self.decoded[key] += feed.decoded
 
-    def _run(self, media: _Media, picker: Any, sink: Any, video: _VideoFeed | None, audio: _AudioFeed | None,
+    def _run(self, media: Media, picker: Any, sink: Any, video: VideoFeed | None, audio: AudioFeed | None,
              streams: list[Any]) -> bool:
         for packet in media.demux(*streams):
             feed = video if video is not None and packet.stream is video.stream else audio
@@ -390,12 +390,12 @@ class _ClipReader:
                               f"but its header says {expected:.2f} s")
 
 
-class _VideoFeed:
+class VideoFeed:
     """Video packets -> frame picker. Packets before the first wanted time are held per GOP
     and dropped undecoded when a later keyframe still precedes that time: decoding starts
     at the last keyframe before the clip even when the demuxer started earlier."""
 
-    def __init__(self, media: _Media, picker: _FramePicker, check_overshoot: bool, damage: Damage):
+    def __init__(self, media: Media, picker: _FramePicker, check_overshoot: bool, damage: Damage):
         self.media, self.picker, self.damage = media, picker, damage
         self.stream = media.vstream
         self.tb = float(self.stream.time_base)  # float arithmetic: Fractions cost ~1 us each
@@ -409,7 +409,7 @@ class _VideoFeed:
     def packet(self, packet: Any) -> None:
         if not self.started:
             ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is not None and ts * self.tb - self.media.origin <= self.picker.first_wanted + _TIME_EPS:
+            if ts is not None and ts * self.tb - self.media.origin <= self.picker.first_wanted + TIME_EPS:
                 self.gop = [packet] if packet.is_keyframe else [*self.gop, packet]
                 return
             self.started = True
@@ -439,10 +439,10 @@ class _VideoFeed:
             if ts is not None:
                 t = ts * self.tb - self.media.origin
             else:  # no timestamps at all (raw streams): count frames
-                t = 0.0 if picker.prev is None else picker.prev_time + _frame_period(self.stream)
+                t = 0.0 if picker.prev is None else picker.prev_time + frame_period(self.stream)
             if not self.checked:
                 self.checked = True
-                if t > picker.first_wanted + _TIME_EPS and t > self.media.stream_start(self.stream):
+                if t > picker.first_wanted + TIME_EPS and t > self.media.stream_start(self.stream):
                     self.overshot = True
                     return
             picker.push(frame, t)
@@ -451,12 +451,12 @@ class _VideoFeed:
                 return
 
 
-class _AudioFeed:
+class AudioFeed:
     """Audio packets -> resampler -> sink. Packets inside ``gap`` (seconds) are skipped
     undecoded; decoding resumes after a skip with a fresh resampler (samples are placed by
     timestamp, so the skip leaves no shift)."""
 
-    def __init__(self, media: _Media, sink: _AudioSink, sample_rate: int, gap: tuple[float, float],
+    def __init__(self, media: Media, sink: _AudioSink, sample_rate: int, gap: tuple[float, float],
                  stop: int | None, check_overshoot: bool, damage: Damage):
         self.damage = damage
         self.media, self.sink, self.sample_rate, self.gap, self.stop = media, sink, sample_rate, gap, stop
@@ -517,7 +517,7 @@ def _mono_resampler(stream: Any, sample_rate: int) -> tuple[Any, float]:
     return av.AudioResampler(format="flt", rate=sample_rate), 1.0
 
 
-def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+def rotate(image: np.ndarray, rotation: int) -> np.ndarray:
     if rotation == 0:
         return image
     return np.ascontiguousarray(np.rot90(image, k=rotation // 90))
@@ -533,7 +533,7 @@ def _keyframe_before(stream: Any, seconds: float, origin: float) -> float | None
         return None
     first = entries[0].timestamp
     shift = (stream.start_time - first) if stream.start_time is not None else 0
-    target = math.floor((seconds + _TIME_EPS + origin) / stream.time_base) - shift
+    target = math.floor((seconds + TIME_EPS + origin) / stream.time_base) - shift
     i = entries.search_timestamp(target, backward=True)
     if i <= 0 or entries[i].timestamp <= first:
         return 0.0

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .batch import ClipError, collate, damaged_in, once_per_file, worker_message
+from .batch import collate, damaged_in, once_per_file, worker_message
 from .sampling import ShardSampler, StepBatchSampler, class_balanced_weights
 
 __all__ = [
@@ -96,8 +96,11 @@ class AVLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
             yield from self._batches()
-        except ClipError as e:
-            raise ClipError(worker_message(e)) from e
+        except RuntimeError as e:  # a ClipError, or a remote read that failed (mbt.data.shards.remote)
+            message = worker_message(e)
+            if message == str(e):
+                raise
+            raise type(e)(message) from e
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         for batch in self.loader:

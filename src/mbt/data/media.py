@@ -16,8 +16,8 @@ import numpy as np
 
 PAD_MODES = ("loop", "zeros")
 
-_TIME_EPS = 1e-6
-"""A frame at ``t + _TIME_EPS`` still counts as shown at ``t`` (absorbs float rounding of
+TIME_EPS = 1e-6
+"""A frame at ``t + TIME_EPS`` still counts as shown at ``t`` (absorbs float rounding of
 requested times such as ``3 * 0.1``)."""
 
 NO_INDEX_SEEK_MIN_S = 1.0
@@ -60,7 +60,7 @@ class Damage:
         return f"{self.decode_errors} decode error(s), {self.corrupt_frames} corrupt frame(s){missing}{first}"
 
 
-class _DamageLog:
+class DamageLog:
     """Counts FFmpeg's error messages (its log, captured in this thread) and corrupt frames
     while active; PyAV's log level is raised to errors for that time if it was lower (PyAV
     ignores FFmpeg's log by default)."""
@@ -69,7 +69,7 @@ class _DamageLog:
         self.damage = damage
         self.capture = av.logging.Capture()
 
-    def __enter__(self) -> _DamageLog:
+    def __enter__(self) -> DamageLog:
         self.level = av.logging.get_level()
         self.raised = self.level is None or self.level < av.logging.ERROR
         if self.raised:
@@ -197,7 +197,7 @@ class Clip:
 
 
 
-class _Media:
+class Media:
     """An open media file with the streams taken; it can start over from the beginning
     (seek to 0, or reopen where the format cannot seek, e.g. raw elementary streams)."""
 
@@ -232,7 +232,7 @@ class _Media:
             cc.thread_count = self.threads
             cc.thread_type = "SLICE" if self.threads == 1 else "AUTO"
 
-    def __enter__(self) -> _Media:
+    def __enter__(self) -> Media:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -284,7 +284,7 @@ def _choose(candidates: list[Any], index: int | None, kind: str, streams: Any, p
     return (default or candidates or [None])[0]
 
 
-def _packets_end(media: _Media, streams: list[Any]) -> float | None:
+def packets_end(media: Media, streams: list[Any]) -> float | None:
     """End time (clip time) of the last packet of ``streams``, by demuxing; packets without
     timestamps (raw elementary streams) count one frame period each."""
     media.rewind()
@@ -298,7 +298,7 @@ def _packets_end(media: _Media, streams: list[Any]) -> float | None:
             t = float((ts + (packet.duration or 0)) * packet.stream.time_base) - media.origin
             end = t if end is None else max(end, t)
     if end is None and count and media.vstream is not None:
-        end = count * _frame_period(media.vstream)
+        end = count * frame_period(media.vstream)
     return end
 
 
@@ -345,20 +345,20 @@ def _legacy_rotation(stream: Any) -> int:
     """The old ``rotate`` tag (clockwise degrees) as counter-clockwise degrees."""
     tag = stream.metadata.get("rotate")
     try:
-        return _normalise_rotation(-float(tag)) if tag is not None else 0
+        return normalise_rotation(-float(tag)) if tag is not None else 0
     except ValueError:
         return 0
 
 
-def _normalise_rotation(degrees: float) -> int:
+def normalise_rotation(degrees: float) -> int:
     return {0: 0, 1: 90, 2: 180, 3: -90}[round(degrees / 90.0) % 4]
 
 
-def _rotation(frame: Any, stream: Any) -> int:
-    return _normalise_rotation(frame.rotation) if frame.rotation else _legacy_rotation(stream)
+def frame_rotation(frame: Any, stream: Any) -> int:
+    return normalise_rotation(frame.rotation) if frame.rotation else _legacy_rotation(stream)
 
 
-def _frame_period(stream: Any) -> float:
+def frame_period(stream: Any) -> float:
     """Seconds per frame from the stream's rates (for frames without timestamps)."""
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return 1.0 / float(rate) if rate else 1.0 / 25.0

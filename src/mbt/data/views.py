@@ -4,7 +4,8 @@
 Timing (`mbt.data.dataset` has the rules): a clip is placed by its centre, drawn in training from
 `centre_range`, fixed for val and test views (`clip_centre`); its frames are shown at `frame_times`.
 `ClipInputs` turns the decoded frames and audio into inputs: the training augmentation, the eval
-centre crop or test crop `view`; log-mel, and SpecAugment in training. Randomness is drawn from the
+centre crop or test crop `view`; the spectrogram (`features.spectrogram`: the configured front end,
+length and normalisation), and SpecAugment in training. Randomness is drawn from the
 item's generator in that order: centre, frames, SpecAugment.
 """
 
@@ -17,7 +18,7 @@ import torch
 
 from .augment import VideoTransform, spatial_crops, spec_augment
 from .config import DataConfig
-from .features import log_mel
+from .features import spectrogram
 
 Split = Literal["train", "val", "test"]
 
@@ -72,7 +73,7 @@ class ClipInputs:
                 assert self.video_transform is not None
                 out["rgb"] = self.video_transform(rgb, generator)
         if audio is not None:
-            spec = log_mel(torch.as_tensor(audio), cfg)
+            spec = spectrogram(torch.as_tensor(audio), cfg)
             if self.split == "train":
                 spec = spec_augment(spec, cfg, generator)
             out["spectrogram"] = spec

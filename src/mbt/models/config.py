@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import ConfigError
+
 MODALITIES = ("rgb", "spectrogram")
 """Modalities the network knows. Scenic's `_MODALITIES`: the fixed order used for context."""
 
@@ -21,6 +23,7 @@ CLASSIFIERS = ("token", "gap", "gmp", "gsp")
 FUSIONS = ("bottleneck", "vanilla")
 TEMPORAL_ENCODINGS = ("3d_conv", "temporal_sampling")
 TUBELET_INITS = ("central_frame", "average_frame", "default")
+GELUS = ("tanh", "exact")
 
 LayerKind = Literal["separate", "bottleneck", "cross", "joint"]
 """What one encoder layer does with the modalities (see `MBTConfig.fusion_schedule`):
@@ -53,10 +56,6 @@ PAPER_VIT = "vit_base_patch16_224.orig_in21k"
 """The initialisation of the paper: the original Google ImageNet-21k ViT-B/16 (big_vision /
 `vision_transformer`). Not timm's `vit_base_patch16_224_in21k`: that alias now loads the
 AugReg weights (`.augreg_in21k`), a different model."""
-
-
-class ConfigError(ValueError):
-    """A configuration field has an invalid value; the message names the field."""
 
 
 @dataclass
@@ -117,6 +116,16 @@ class MBTConfig:
     """Input channels of the spectrogram patch kernel. Scenic tiles the log-mel to 3
     channels so that the ViT kernel can be restored; 1-channel inputs are accepted and
     handled exactly by summing the kernel over channels."""
+    spectrogram_patch_stride: tuple[int, int] | None = None
+    """(time, mel) stride of the spectrogram patches; None: `patch_size` (non-overlapping,
+    Scenic). AST cuts 16x16 patches at stride (10, 10): a 1024x128 spectrogram gives a
+    101 x 12 grid, (T - ph) // stride + 1 per axis (`patch_grid`), still in time-major
+    order t * F + f. The kernel (`embeddings.spectrogram.proj.weight`) keeps its shape."""
+    distillation_token: bool = False
+    """A second prefix token in the spectrogram tower after its cls token (AST's
+    distillation token, parameter `dist_token` [1, 1, D]); `pos_embed.spectrogram` then has
+    rows cls, dist, patches. The 'token' head pools the mean of the two, as AST does
+    ((x[:, 0] + x[:, 1]) / 2). Needs `classifier='token'` and the spectrogram modality."""
 
     classifier: str = "token"
     """'token': one cls token per modality, one shared head, logits averaged over
@@ -124,6 +133,31 @@ class MBTConfig:
     jointly, as the official code does."""
     representation_size: int | None = None
     """If set, a shared Dense+tanh `pre_logits` layer of this width before the head."""
+    head_norm: bool = False
+    """A LayerNorm (parameters `head_norm.weight`, `head_norm.bias`) on the pooled feature
+    before `pre_logits` and the classifier, as the AST (`mlp_head.0`), CAV-MAE (`mlp_head.0`)
+    and AudioMAE (`fc_norm`) heads have; Scenic has none."""
+    head_norm_eps: float | None = None
+    """Epsilon of `head_norm`; None: `layer_norm_eps`. The original AST's head is a default
+    `nn.LayerNorm` (1e-5) on a 1e-6 encoder."""
+    modality_norm: bool = False
+    """One final LayerNorm per modality (parameters `modality_norms.<modality>.weight` /
+    `.bias`, CAV-MAE's `norm_a` / `norm_v`) instead of the one shared `norm` (Scenic)."""
+    final_norm: bool = True
+    """False: no LayerNorm after the last block, so that a pooling head sees the raw tokens
+    and `head_norm` alone normalises the pooled feature (AudioMAE fine-tuned: mean of the
+    patch tokens, then `fc_norm`)."""
+    cls_token: bool = False
+    """With a pooling head ('gap', 'gmp', 'gsp'): one cls token per modality still takes part
+    in attention, but the head pools the patch tokens only (AudioMAE's `global_pool`). The
+    'token' head always has its cls token."""
+
+    gelu: str = "tanh"
+    """The MLPs' GELU: 'tanh' (the approximation Scenic uses) or 'exact' (erf, as
+    `torch.nn.GELU()` in AST, CAV-MAE and AudioMAE)."""
+    layer_norm_eps: float = 1e-6
+    """Epsilon of every LayerNorm (block, final and head norms): 1e-6 as Scenic, timm and
+    AudioMAE; HF AST uses 1e-12, CAV-MAE 1e-5."""
 
     dropout_rate: float = 0.0
     """Dropout after the attention projection and inside the MLP."""
@@ -151,6 +185,8 @@ class MBTConfig:
         self.patch_size = _pair(self.patch_size, "patch_size")
         self.image_size = _pair(self.image_size, "image_size")
         self.spectrogram_size = _pair(self.spectrogram_size, "spectrogram_size")
+        if self.spectrogram_patch_stride is not None:
+            self.spectrogram_patch_stride = _pair(self.spectrogram_patch_stride, "spectrogram_patch_stride")
         for name in ("class_splits", "split_names", "label_names"):
             value = getattr(self, name)
             if value is not None:
@@ -186,6 +222,25 @@ class MBTConfig:
             raise ConfigError(f"num_bottlenecks: must be >= 1 for bottleneck fusion, got {self.num_bottlenecks}")
         if self.tubelet_size < 1 or self.num_frames < 1 or self.n_sampled_frames < 1:
             raise ConfigError("tubelet_size, num_frames and n_sampled_frames must be >= 1")
+        _choice(self.gelu, GELUS, "gelu")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps < 1):
+            raise ConfigError(f"layer_norm_eps: must be a number in (0, 1), got {self.layer_norm_eps!r}")
+        if self.head_norm_eps is not None and not 0 < self.head_norm_eps < 1:
+            raise ConfigError(f"head_norm_eps: must be None or a number in (0, 1), got {self.head_norm_eps!r}")
+        if self.spectrogram_patch_stride is not None and min(self.spectrogram_patch_stride) < 1:
+            raise ConfigError(
+                f"spectrogram_patch_stride: must be None or two positive integers, "
+                f"got {list(self.spectrogram_patch_stride)}"
+            )
+        if self.distillation_token and self.classifier != "token":
+            raise ConfigError(
+                f"distillation_token: needs classifier='token' (the head pools the cls and distillation "
+                f"tokens), got classifier={self.classifier!r}"
+            )
+        if not self.final_norm and self.modality_norm:
+            raise ConfigError("final_norm: False (no final norm) contradicts modality_norm (one per modality)")
+        if self.distillation_token and "spectrogram" not in self.modalities:
+            raise ConfigError("distillation_token: it belongs to the spectrogram tower, which this model lacks")
         if self.spectrogram_channels not in (1, 3):
             raise ConfigError(f"spectrogram_channels: must be 1 or 3, got {self.spectrogram_channels}")
         for name in ("dropout_rate", "attention_dropout_rate", "stochastic_depth"):
@@ -212,12 +267,20 @@ class MBTConfig:
                 raise ConfigError(f"{m}: the input is smaller than one patch ({self.patch_size})")
 
     # ------------------------------------------------------------------ geometry
+    @property
+    def spectrogram_stride(self) -> tuple[int, int]:
+        """The (time, mel) stride of the spectrogram patches: `spectrogram_patch_stride`,
+        or `patch_size` when that is None."""
+        return self.spectrogram_patch_stride or self.patch_size
+
     def patch_grid(self, modality: str) -> tuple[int, int, int]:
-        """(time, height, width) of the token grid of a modality, excluding cls."""
+        """(time, height, width) of the token grid of a modality, excluding prefix tokens.
+        The spectrogram's is (1, time patches, mel patches), (size - patch) // stride + 1
+        per axis: the one rule for every user of the grid."""
         ph, pw = self.patch_size
         if modality == "spectrogram":
-            t, f = self.spectrogram_size
-            return 1, t // ph, f // pw
+            (t, f), (st, sf) = self.spectrogram_size, self.spectrogram_stride
+            return 1, max(0, (t - ph) // st + 1), max(0, (f - pw) // sf + 1)
         h, w = self.image_size
         if self.temporal_encoding == "3d_conv":
             return self.num_frames // self.tubelet_size, h // ph, w // pw
@@ -227,9 +290,19 @@ class MBTConfig:
         return n, h // ph, w // pw
 
     def num_patches(self, modality: str) -> int:
-        """Patch tokens of a modality, without the cls token."""
+        """Patch tokens of a modality, without the prefix tokens."""
         t, h, w = self.patch_grid(modality)
         return t * h * w
+
+    def num_prefix_tokens(self, modality: str) -> int:
+        """Tokens before a modality's patches: its cls token with the 'token' head, and the
+        distillation token in the spectrogram tower with `distillation_token`."""
+        cls = 1 if self.classifier == "token" or self.cls_token else 0
+        return cls + (1 if self.distillation_token and modality == "spectrogram" else 0)
+
+    def num_tokens(self, modality: str) -> int:
+        """Tokens of a modality entering the encoder: prefix tokens and patches."""
+        return self.num_prefix_tokens(modality) + self.num_patches(modality)
 
     @property
     def num_bottleneck_tokens(self) -> int:

@@ -20,7 +20,7 @@ _ATTENTION_QUERY_CHUNK = 512
 stay in a server CPU's L3 cache between the two matmuls."""
 
 
-def _cpu_inference_dtype(x: Tensor) -> torch.dtype | None:
+def cpu_inference_dtype(x: Tensor) -> torch.dtype | None:
     """The compute dtype of a CPU inference fast path for `x` (float32, or bfloat16 under
     CPU bf16 autocast), or None when the plain ops must run: with gradients, off CPU,
     under `torch.compile`, or while a dispatch mode (FLOP counter, fake tensors) watches
@@ -47,8 +47,9 @@ def _lowp_weight(layer: nn.Linear, dtype: torch.dtype) -> Tensor:
     return cached[1]
 
 
-def linear(x: Tensor, layer: nn.Linear, gelu: bool = False) -> Tensor:
-    """`layer(x)`, then tanh-GELU if `gelu`.
+def linear(x: Tensor, layer: nn.Linear, gelu: str | None = None) -> Tensor:
+    """`layer(x)`, then GELU if `gelu` is given: 'tanh' (its tanh approximation, Scenic's)
+    or 'exact' (erf).
 
     CPU inference makes it one oneDNN call: its AVX-512 GEMM runs this model's shapes
     5-15% faster than the BLAS (MKL) behind `F.linear` on AMD CPUs, adds the bias inside the GEMM
@@ -56,16 +57,17 @@ def linear(x: Tensor, layer: nn.Linear, gelu: bool = False) -> Tensor:
     while it is in cache instead of in a second pass. Under bf16 autocast it multiplies
     bf16 copies of the weights (cached, see `_lowp_weight`), as autocast would, and
     returns bf16 as autocast's linear does."""
-    dtype = _cpu_inference_dtype(x)
+    dtype = cpu_inference_dtype(x)
     if dtype is None:
         y = layer(x)
-        return F.gelu(y, approximate="tanh") if gelu else y
+        return F.gelu(y, approximate="tanh" if gelu == "tanh" else "none") if gelu else y
     weight = layer.weight if dtype == torch.float32 else _lowp_weight(layer, dtype)
+    algorithm = {"tanh": "tanh", "exact": "none"}[gelu] if gelu else ""
     return torch.ops.mkldnn._linear_pointwise(
-        x.to(dtype), weight, layer.bias, "gelu" if gelu else "none", [], "tanh" if gelu else "")
+        x.to(dtype), weight, layer.bias, "gelu" if gelu else "none", [], algorithm)
 
 
-def _chunked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def chunked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for bf16 inference on CPU, [B, H, S, Dh] -> [B, S, H, Dh].
 
     PyTorch's flash-attention kernel for CPU runs no faster in bf16 than in fp32 on CPUs

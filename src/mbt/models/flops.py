@@ -54,8 +54,7 @@ def count_flops(
     the config's modalities or the subset given."""
     present = [m for m in cfg.modalities if modalities is None or m in modalities]
     d = cfg.hidden_size
-    cls = 1 if cfg.classifier == "token" else 0
-    tokens = {m: cfg.num_patches(m) + cls for m in present}
+    tokens = {m: cfg.num_tokens(m) for m in present}  # prefix tokens and patches (overlapping ones too)
 
     embedding = 0
     for m in present:

@@ -11,7 +11,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .mbt import MBT
+    from torch import nn
 
 HUB_PREFIX = "hf-hub:"
 
@@ -33,7 +33,7 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
     return _hub().snapshot_download(repo_id, revision=revision or None)
 
 
-def model_card(model: MBT, data_config: Any = None, metrics: dict[str, float] | None = None) -> str:
+def model_card(model: nn.Module, data_config: Any = None, metrics: dict[str, float] | None = None) -> str:
     """README.md for the Hub: what the model is, its config, the data recipe and the metrics given."""
     cfg = model.config
     lines = [
@@ -74,7 +74,7 @@ def model_card(model: MBT, data_config: Any = None, metrics: dict[str, float] | 
 
 
 def push_to_hub(
-    model: MBT,
+    model: nn.Module,
     repo_id: str,
     *,
     data_config: Any = None,

@@ -6,6 +6,9 @@ run apart; from there they exchange information through a few bottleneck tokens
 The maths follows Scenic's `scenic/projects/mbt/model.py` exactly: tanh GELU, LayerNorm
 eps 1e-6, bottlenecks appended after the modality tokens and averaged over modalities,
 per-example stochastic depth without rescaling, one head shared by the modalities.
+Options off by default let towers hold audio encoders trained elsewhere (AST, CAV-MAE,
+AudioMAE): exact GELU, another eps, overlapping spectrogram patches, a distillation token,
+per-modality final norms and a head norm (see `MBTConfig`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..device import host_sync_is_cheap
 from .config import MODALITIES, MBTConfig, sampled_frame_indices
-from .cpu_kernels import _chunked_attention, _cpu_inference_dtype, linear
+from .cpu_kernels import chunked_attention, cpu_inference_dtype, linear
 from .pretrained import load_model, save_pretrained
 
 
@@ -35,16 +39,18 @@ class MBTOutput:
     """Per-modality logits of the token head, used by the training loss; empty when
     the head pools all tokens jointly."""
     embeddings: dict[str, Tensor] | None = None
-    """Pooled per-modality features fed to the head (cls token, or mean of the modality's
-    tokens for pooling heads), after `pre_logits`; on request."""
+    """Pooled per-modality features fed to the head (cls token, mean of the cls and
+    distillation tokens, or mean of the modality's tokens for pooling heads), after
+    `head_norm` and `pre_logits`; on request."""
     tokens: dict[str, Tensor] | None = None
-    """Final normalised tokens of each modality [B, 1+N or N, D]; on request."""
+    """Final normalised tokens of each modality [B, prefix tokens + N, D]; on request."""
     attentions: list[dict[str, Tensor]] | None = None
     """Per layer, per modality (or 'joint'), attention probabilities [B, H, S, S] over the
     sequence that block saw; on request."""
     attention_layout: list[dict[str, list[tuple[str, int]]]] | None = None
     """With `attentions`: what each sequence is made of, as (segment, length) pairs in
-    order, segments being 'cls:<modality>', '<modality>' (its patches) and 'bottleneck'."""
+    order, segments being 'cls:<modality>', 'dist:<modality>' (the distillation token),
+    '<modality>' (its patches) and 'bottleneck'."""
 
 
 class Attention(nn.Module):
@@ -67,8 +73,8 @@ class Attention(nn.Module):
             weights = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
             weights = weights.softmax(dim=-1)
             out = (F.dropout(weights, drop, self.training) @ v).transpose(1, 2)
-        elif q.dtype == torch.bfloat16 and drop == 0.0 and _cpu_inference_dtype(q) == torch.bfloat16:
-            out = _chunked_attention(q, k, v)
+        elif q.dtype == torch.bfloat16 and drop == 0.0 and cpu_inference_dtype(q) == torch.bfloat16:
+            out = chunked_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop).transpose(1, 2)
         out = out.reshape(b, s, d)
@@ -76,22 +82,17 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Scenic's MlpBlock: Dense, tanh-GELU, dropout, Dense, dropout."""
+    """Scenic's MlpBlock: Dense, GELU ('tanh' as Scenic, or 'exact'), dropout, Dense, dropout."""
 
-    def __init__(self, dim: int, hidden: int, drop: float):
+    def __init__(self, dim: int, hidden: int, drop: float, gelu: str = "tanh"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
+        self.gelu = gelu
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(linear(self.drop(linear(x, self.fc1, gelu=True)), self.fc2))
-
-
-def host_sync_is_cheap(device: torch.device) -> bool:
-    """Whether reading a tensor's value on the host (`.item()`, `nonzero()`) costs no more
-    than the op: on the CPU. On an accelerator it waits for every queued kernel."""
-    return device.type == "cpu"
+        return self.drop(linear(self.drop(linear(x, self.fc1, gelu=self.gelu)), self.fc2))
 
 
 class Block(nn.Module):
@@ -107,10 +108,10 @@ class Block(nn.Module):
     def __init__(self, cfg: MBTConfig, drop_prob: float):
         super().__init__()
         d = cfg.hidden_size
-        self.norm1 = nn.LayerNorm(d, eps=1e-6)
+        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.attn = Attention(d, cfg.num_heads, cfg.attention_dropout_rate, cfg.dropout_rate)
-        self.norm2 = nn.LayerNorm(d, eps=1e-6)
-        self.mlp = MLP(d, cfg.mlp_dim, cfg.dropout_rate)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(d, cfg.mlp_dim, cfg.dropout_rate, cfg.gelu)
         self.drop_prob = drop_prob
 
     def _keep(self, x: Tensor) -> Tensor:
@@ -191,14 +192,21 @@ class FrameEmbed(nn.Module):
 
 
 class SpectrogramEmbed(nn.Module):
-    """Spectrogram as a (time x mel) image cut into 2-D patches, time-major order."""
+    """Spectrogram as a (time x mel) image cut into 2-D patches, time-major order. Patches
+    overlap when the stride is smaller than the patch (AST): a strided VALID convolution."""
 
     def __init__(self, cfg: MBTConfig):
         super().__init__()
-        self.proj = nn.Conv2d(cfg.spectrogram_channels, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size)
+        self.stride = cfg.spectrogram_stride
+        self.proj = nn.Conv2d(cfg.spectrogram_channels, cfg.hidden_size, cfg.patch_size, stride=self.stride)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, T, F]
-        return _patchify_2d(x, self.proj.weight, self.proj.bias)
+        weight = self.proj.weight
+        if self.stride == tuple(weight.shape[-2:]):
+            return _patchify_2d(x, weight, self.proj.bias)
+        if x.shape[1] == 1 and weight.shape[1] == 3:  # as in `_patchify_2d`
+            weight = weight.sum(dim=1, keepdim=True)
+        return F.conv2d(x, weight, self.proj.bias, stride=self.stride).flatten(2).transpose(1, 2)
 
 
 class MBT(nn.Module):
@@ -226,12 +234,13 @@ class MBT(nn.Module):
                 embeds[m] = FrameEmbed(cfg)
         self.embeddings = nn.ModuleDict(embeds)
 
-        with_cls = cfg.classifier == "token"
+        with_cls = cfg.classifier == "token" or cfg.cls_token
         self.cls_tokens = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(1, 1, d)) for m in cfg.modalities} if with_cls else {}
         )
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distillation_token else None
         self.pos_embed = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(1, cfg.num_patches(m) + with_cls, d)) for m in cfg.modalities}
+            {m: nn.Parameter(torch.zeros(1, cfg.num_tokens(m), d)) for m in cfg.modalities}
         )
         uses_bottleneck = cfg.fusion == "bottleneck" and cfg.num_modalities > 1
         self.bottleneck = (
@@ -244,7 +253,12 @@ class MBT(nn.Module):
 
         names = ("shared",) if cfg.share_encoder else cfg.modalities
         self.towers = nn.ModuleDict({name: tower() for name in names})
-        self.norm = nn.LayerNorm(d, eps=1e-6)
+        eps = cfg.layer_norm_eps
+        if cfg.modality_norm:
+            self.modality_norms = nn.ModuleDict({m: nn.LayerNorm(d, eps=eps) for m in cfg.modalities})
+        elif cfg.final_norm:
+            self.norm = nn.LayerNorm(d, eps=eps)
+        self.head_norm = nn.LayerNorm(d, eps=cfg.head_norm_eps or eps) if cfg.head_norm else None
         self.pre_logits = nn.Linear(d, cfg.representation_size) if cfg.representation_size else None
         self.head = nn.Linear(cfg.representation_size or d, cfg.num_classes)
         self.reset_parameters()
@@ -282,10 +296,13 @@ class MBT(nn.Module):
             nn.init.normal_(p, std=0.02)
         for p in self.cls_tokens.values():
             nn.init.zeros_(p)
+        if self.dist_token is not None:
+            nn.init.zeros_(self.dist_token)
         if self.bottleneck is not None:
             nn.init.normal_(self.bottleneck, std=0.02)
-        nn.init.ones_(self.norm.weight)
-        nn.init.zeros_(self.norm.bias)
+        for norm in [*self.final_norms().values(), *([self.head_norm] if self.head_norm is not None else [])]:
+            nn.init.ones_(norm.weight)
+            nn.init.zeros_(norm.bias)
         if self.pre_logits is not None:
             _lecun_normal(self.pre_logits.weight, d)
             nn.init.zeros_(self.pre_logits.bias)
@@ -309,6 +326,20 @@ class MBT(nn.Module):
         """The blocks that process `modality`."""
         return self.towers["shared" if self.config.share_encoder else modality]
 
+    def final_norm(self, modality: str) -> nn.Module:
+        """The LayerNorm after the last block for `modality`: its own with `modality_norm`,
+        else the shared `norm`; the identity without `final_norm`."""
+        if not self.config.final_norm:
+            return nn.Identity()
+        return self.modality_norms[modality] if self.config.modality_norm else self.norm
+
+    def final_norms(self) -> dict[str, nn.LayerNorm]:
+        """Each final LayerNorm by the name of its parameters' prefix ('norm' or
+        'modality_norms.<modality>')."""
+        if self.config.modality_norm:
+            return {f"modality_norms.{m}": n for m, n in self.modality_norms.items()}
+        return {"norm": self.norm} if self.config.final_norm else {}
+
     # ------------------------------------------------------------------ forward
     def embed(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Tokens of each given modality, with cls and position embeddings, in fusion order."""
@@ -320,8 +351,11 @@ class MBT(nn.Module):
             if m == "spectrogram" and x.dim() == 3:
                 x = x.unsqueeze(1)
             x = self.embeddings[m](x)
-            if cfg.classifier == "token":
-                x = torch.cat([self.cls_tokens[m].expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            prefix = [self.cls_tokens[m]] if m in self.cls_tokens else []
+            if m == "spectrogram" and self.dist_token is not None:
+                prefix.append(self.dist_token)
+            if prefix:
+                x = torch.cat([*(p.expand(x.shape[0], -1, -1).to(x.dtype) for p in prefix), x], dim=1)
             pos = self.pos_embed[m]
             if x.shape[1] != pos.shape[1]:
                 raise ValueError(
@@ -345,8 +379,7 @@ class MBT(nn.Module):
         batch = next(iter(x.values())).shape[0]
         attentions: list[dict[str, Tensor]] | None = [] if output_attentions else None
         layouts: list[dict[str, list[tuple[str, int]]]] = []
-        cls = 1 if cfg.classifier == "token" else 0
-        own = {m: ([(f"cls:{m}", 1)] if cls else []) + [(m, x[m].shape[1] - cls)] for m in present}
+        own = {m: self._own_layout(m, x[m].shape[1]) for m in present}
 
         schedule = cfg.fusion_schedule(train=self.training)
         z = None
@@ -393,6 +426,14 @@ class MBT(nn.Module):
         out.attention_layout = layouts if output_attentions else None
         return out
 
+    def _own_layout(self, modality: str, length: int) -> list[tuple[str, int]]:
+        """The segments of a modality's own sequence of `length` tokens: prefix tokens, patches."""
+        cfg = self.config
+        prefix = [(f"cls:{modality}", 1)] if cfg.classifier == "token" or cfg.cls_token else []
+        if modality == "spectrogram" and cfg.distillation_token:
+            prefix.append((f"dist:{modality}", 1))
+        return [*prefix, (modality, length - len(prefix))]
+
     def _block(self, modality: str, layer: int, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         blk = self.tower(modality)[layer]
         if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not need_weights:
@@ -408,21 +449,24 @@ class MBT(nn.Module):
         attentions: list[dict[str, Tensor]] | None,
     ) -> MBTOutput:
         cfg = self.config
-        tokens = {m: self.norm(x[m]) for m in present}
+        tokens = {m: self.final_norm(m)(x[m]) for m in present}
         embeddings: dict[str, Tensor] = {}
         modality_logits: dict[str, Tensor] = {}
         if cfg.classifier == "token":
-            for m in present:
-                embeddings[m] = self._pre_logits(tokens[m][:, 0])
+            for m in present:  # the cls token, or the mean of cls and distillation tokens (AST)
+                prefix = cfg.num_prefix_tokens(m)
+                pooled = tokens[m][:, 0] if prefix == 1 else tokens[m][:, :prefix].mean(dim=1)
+                embeddings[m] = self._pre_logits(pooled)
                 modality_logits[m] = self.head(embeddings[m])
             logits = torch.stack([modality_logits[m] for m in present]).mean(dim=0)
         else:
-            seq = torch.cat([tokens[m] for m in present], dim=1)
+            patches = {m: tokens[m][:, cfg.num_prefix_tokens(m):] for m in present}  # a kept cls is not pooled
+            seq = torch.cat([patches[m] for m in present], dim=1)
             pooled = {"gap": seq.mean(dim=1), "gmp": seq.amax(dim=1), "gsp": seq.sum(dim=1)}[cfg.classifier]
             logits = self.head(self._pre_logits(pooled))
             if output_embeddings:
                 pool = {"gap": torch.mean, "gmp": torch.amax, "gsp": torch.sum}[cfg.classifier]
-                embeddings = {m: self._pre_logits(pool(tokens[m], dim=1)) for m in present}
+                embeddings = {m: self._pre_logits(pool(patches[m], dim=1)) for m in present}
         return MBTOutput(
             logits=logits,
             modality_logits=modality_logits,
@@ -432,6 +476,9 @@ class MBT(nn.Module):
         )
 
     def _pre_logits(self, x: Tensor) -> Tensor:
+        """What the classifier sees of a pooled feature: `head_norm`, then `pre_logits`."""
+        if self.head_norm is not None:
+            x = self.head_norm(x)
         return x if self.pre_logits is None else torch.tanh(self.pre_logits(x))
 
     def _check_inputs(self, inputs: Mapping[str, Tensor]) -> list[str]:
@@ -467,7 +514,7 @@ class MBT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters that weight decay should skip (tokens, positions, norms, biases)."""
         return {n for n, p in self.named_parameters() if p.dim() <= 1 or "pos_embed" in n
-                or "cls_tokens" in n or n == "bottleneck"}
+                or "cls_tokens" in n or n in ("bottleneck", "dist_token")}
 
     def save_pretrained(self, directory: str, **kwargs) -> None:
         """Write `config.json` and `model.safetensors` into `directory`."""
@@ -513,7 +560,9 @@ def _expected_shape(cfg: MBTConfig, modality: str) -> str:
         h, w = cfg.image_size
         return f"[B, {cfg.num_frames}, 3, {h}, {w}]"
     t, f = cfg.spectrogram_size
-    return f"[B, {t}, {f}] or [B, C, {t}, {f}]"
+    _, gt, gf = cfg.patch_grid(modality)
+    grid = f"{gt}x{gf} patches of {list(cfg.patch_size)} at stride {list(cfg.spectrogram_stride)}"
+    return f"[B, {t}, {f}] or [B, C, {t}, {f}]: {grid}"
 
 
 def class_probabilities(logits: Tensor, multi_label: bool, class_splits: Sequence[int] | None = None) -> Tensor:

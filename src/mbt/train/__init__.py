@@ -6,7 +6,31 @@ schedule, metrics, a resumable DDP training loop and multi-clip evaluation.
     results = train(cfg, "runs/as-mini")
 """
 
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the lazy exports below, imported statically for type checkers and editors
+    from .config import DatasetConfig as DatasetConfig, ExperimentConfig as ExperimentConfig, TrainConfig as TrainConfig
+    from .evaluate import EvalResult as EvalResult, evaluate as evaluate, write_predictions as write_predictions
+    from .loop import NonFiniteLossError as NonFiniteLossError, train as train
+    from .losses import (
+        mbt_loss as mbt_loss,
+        mixup as mixup,
+        sigmoid_cross_entropy as sigmoid_cross_entropy,
+        smooth_labels as smooth_labels,
+        softmax_cross_entropy as softmax_cross_entropy,
+    )
+    from .metrics import (
+        average_precision as average_precision,
+        classification_metrics as classification_metrics,
+        d_prime as d_prime,
+        roc_auc as roc_auc,
+        topk_accuracy as topk_accuracy,
+    )
+    from .optim import Schedule as Schedule, build_optimizer as build_optimizer, learning_rate as learning_rate
+    from .presets import PRESETS as PRESETS, preset as preset
+    from .synthetic import SyntheticAVDataset as SyntheticAVDataset
 
 _EXPORTS = {
     "DatasetConfig": ".config",

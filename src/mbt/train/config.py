@@ -16,16 +16,17 @@ import dataclasses
 import json
 import math
 import os
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from ..data.annotations.formats import ANNOTATION_FORMATS
 from ..data.config import DataConfig
+from ..errors import ConfigError
 from ..io import atomic_write
-from ..models.config import PAPER_VIT, ConfigError, MBTConfig
-from ..overrides import OverrideError, coerce, parse_value
+from ..models.config import PAPER_VIT, MBTConfig
+from ..overrides import ConfigDumper, ConfigLoader, coerce, parse_assignments, update
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -35,6 +36,11 @@ SYNTHETIC = "synthetic"
 """`dataset.format` of the built-in generated data set (no files; see `mbt.train.synthetic`)."""
 SHARDS = "shards"
 """`dataset.format` of shard folders written by `mbt data prepare` (see `mbt.data.shards`)."""
+WEBDATASET = "webdataset"
+"""`dataset.format` of standard WebDataset tars of media files and labels (`mbt.data.shards.webdataset`)."""
+DATASET_FORMATS = (*ANNOTATION_FORMATS, SHARDS, WEBDATASET, SYNTHETIC)
+"""Every `dataset.format`: the annotation formats (`mbt.data.annotations.ANNOTATION_FORMATS`),
+and those without annotation files."""
 
 
 @dataclass
@@ -43,11 +49,15 @@ class DatasetConfig:
     for each split, plus the media root."""
 
     format: str = "audioset"
-    """Annotation format: 'folder', 'csv', 'jsonl', 'audioset', 'vggsound', 'epic100',
-    'kinetics', 'kinetics-sounds', 'moments-in-time', 'shards' (folders written by `mbt data prepare`, local or
+    """One of `DATASET_FORMATS`: an annotation format (`mbt.data.annotations.ANNOTATION_FORMATS`,
+    whose entries say which of the fields below each one takes: 'folder', 'csv', 'jsonl',
+    'audioset', 'vggsound', 'vggsounder', 'epic100', 'kinetics', 'kinetics-sounds',
+    'moments-in-time'), 'shards' (folders written by `mbt data prepare`, local or
     fsspec URLs: `train`, `val`, `test` each name one folder, prepared with `--mode` of that
-    split; classes and media come from the shards), or 'synthetic' (generated tensors, no
-    files: for smoke tests and benchmarks of the training stack)."""
+    split; classes and media come from the shards), 'webdataset' (tars of media files and `.cls` /
+    `.json` labels as the `webdataset` package writes them: `train`, `val`, `test` list tar paths or
+    URLs, brace patterns such as `shards-{000000..000009}.tar` expanded; class names from `classes`),
+    or 'synthetic' (generated tensors, no files: for smoke tests and benchmarks of the training stack)."""
     root: str | None = None
     """Folder holding the media files (located by the format's naming patterns)."""
     annotations_dir: str | None = None
@@ -110,8 +120,21 @@ class DatasetConfig:
     sees its own shards; evaluation still reads item by item."""
     shuffle_buffer: int = 256
     """With `stream`: samples each loader worker holds and draws from at random."""
+    read_retries: int = 5
+    """Shards at URLs: further tries after a transient error (connection refused/reset, timeout,
+    HTTP 5xx), waiting `read_backoff` s, then twice as long each time (at most 30 s); then the run
+    stops with an error naming the URL and the cause (also with `skip_bad`: an outage is not a bad
+    item). See `mbt.data.shards.remote`."""
+    read_backoff: float = 0.5
+    """Seconds before the first retry of a remote read."""
+    read_timeout: float = 60.0
+    """Seconds a remote connection or read may block before it counts as a (retried) timeout."""
+    read_ahead_mib: int = 64
+    """With `stream` and shards at URLs: MiB each loader worker reads ahead of its decoding."""
 
     def __post_init__(self) -> None:
+        if self.format not in DATASET_FORMATS:
+            raise ConfigError(f"format: expected one of {list(DATASET_FORMATS)}, got {self.format!r}")
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -130,6 +153,9 @@ class DatasetConfig:
             raise ConfigError(f"stream: streams shard folders (format 'shards'), not format {self.format!r}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
+        if min(self.read_retries, self.read_backoff, self.read_ahead_mib) < 0 or not self.read_timeout > 0:
+            raise ConfigError("read_retries, read_backoff, read_ahead_mib: must be >= 0; read_timeout: > 0 (got "
+                              f"{self.read_retries}, {self.read_backoff}, {self.read_ahead_mib}; {self.read_timeout})")
 
 
 @dataclass
@@ -188,8 +214,11 @@ class TrainConfig:
     """Mixed precision: 'bf16' autocast, 'fp16' autocast with gradient scaling (CUDA),
     'off' (float32, as official), 'auto' (bf16 on GPUs that support it, else off)."""
     init_from: str | None = PAPER_VIT
-    """Initialise both towers from this ViT (a timm model name, or a local .safetensors /
-    .pth / .npz); None: random initialisation."""
+    """Weights to start from (`mbt.train.init_from`): an ImageNet ViT for both towers (a timm
+    model name, or a local .safetensors / .pth / .npz), an mbt model folder (converted or
+    trained) or a run folder (its best, else final, else latest verified weights), whose
+    towers load and whose head is re-initialised when the classes differ; None: random
+    initialisation."""
     freeze: bool = False
     """Train only the classifier (`head`, and `pre_logits` when the model has one), the
     rest kept as initialised: a frozen-backbone fine-tune, to measure what a representation
@@ -302,21 +331,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Raise `ConfigError` naming the fields that disagree across sections."""
         m, d = self.model, self.data
-        if "rgb" in m.modalities:
-            if m.num_frames != d.num_frames:
-                raise ConfigError(f"model.num_frames={m.num_frames} differs from data.num_frames={d.num_frames}")
-            if m.image_size != (d.image_size, d.image_size):
-                raise ConfigError(
-                    f"model.image_size={list(m.image_size)} differs from data.image_size={d.image_size}"
-                )
-        if "spectrogram" in m.modalities:
-            want = (d.num_spectrogram_frames, d.num_mel_bins)
-            if m.spectrogram_size != want:
-                raise ConfigError(
-                    f"model.spectrogram_size={list(m.spectrogram_size)} differs from the data's "
-                    f"[num_spectrogram_frames, num_mel_bins]={list(want)} (data.audio_seconds, "
-                    f"data.hop_ms, data.num_mel_bins)"
-                )
+        d.check_fits(m)
         if self.train.mixmod and m.classifier != "token":
             raise ConfigError("train.mixmod: needs model.classifier='token' (one head per modality)")
         if self.train.modality_dropout and len(m.modalities) < 2:
@@ -349,7 +364,7 @@ class ExperimentConfig:
             if name not in _SECTIONS and name != "name":
                 raise ConfigError(f"{name}: unknown key; sections: {[*_SECTIONS, 'name']}")
             if name == "name":
-                changes[name] = _coerce(value, str, name)
+                changes[name] = coerce(value, str, name)
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a mapping of {type(getattr(base, name)).__name__} fields")
@@ -360,7 +375,7 @@ class ExperimentConfig:
         """Write the config as YAML (`.yaml`/`.yml`) or JSON, atomically."""
         path = os.fspath(path)
         if path.endswith((".yaml", ".yml")):
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+            text = yaml.dump(self.to_dict(), Dumper=ConfigDumper, sort_keys=False)
         else:
             text = json.dumps(self.to_dict(), indent=2)
         atomic_write(path, text.encode())
@@ -370,7 +385,7 @@ class ExperimentConfig:
         """A config file (YAML or JSON) applied on top of `base`."""
         with open(path) as f:
             try:
-                data = yaml.safe_load(f)
+                data = yaml.load(f, Loader=ConfigLoader)  # a SafeLoader
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
         try:
@@ -379,22 +394,9 @@ class ExperimentConfig:
             raise ConfigError(f"{path}: {e}") from e
 
     def override(self, assignments: list[str]) -> ExperimentConfig:
-        """A copy with `section.field=value` assignments (values in YAML syntax) applied
-        together."""
-        nested: dict[str, Any] = {}
-        for assignment in assignments:
-            key, sep, text = assignment.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise ConfigError(f"{assignment!r}: expected SECTION.FIELD=VALUE")
-            section, dot, name = key.partition(".")
-            if not dot:
-                if section != "name":
-                    raise ConfigError(f"{key}: expected SECTION.FIELD (sections: {list(_SECTIONS)})")
-                nested["name"] = parse_value(text)
-            else:
-                nested.setdefault(section, {})[name] = parse_value(text)
-        return self.from_dict(nested, self)
+        """A copy with `section.field=value` assignments applied together, in the grammar of
+        `--set` on every command (`mbt.overrides.parse_assignments`)."""
+        return self.from_dict(parse_assignments(assignments), self)
 
 
 _SECTIONS = ("model", "data", "dataset", "train")
@@ -402,21 +404,4 @@ _SECTIONS = ("model", "data", "dataset", "train")
 
 def _rebuild(section: Any, values: dict[str, Any], prefix: str) -> Any:
     """`section` rebuilt (and so validated) once with `values` set, type-checked."""
-    hints = typing.get_type_hints(type(section))
-    fields = {f.name for f in dataclasses.fields(section)}
-    merged = {name: getattr(section, name) for name in fields}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"{prefix}.{name}: unknown key; {type(section).__name__} fields: {sorted(fields)}")
-        merged[name] = _coerce(value, hints[name], f"{prefix}.{name}")
-    try:
-        return type(section)(**merged)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix}.{e}" if not str(e).startswith(prefix) else str(e)) from e
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    try:
-        return coerce(value, annotation, key)
-    except OverrideError as e:
-        raise ConfigError(str(e)) from e
+    return update(section, values, f"{prefix}.")

@@ -11,12 +11,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ..data.annotations import Annotations, load_annotations
+from ..data.annotations import ANNOTATION_FORMATS, Annotations, load_annotations
 from ..data.dataset import AVDataset
-from ..data.shards import ShardDataset, ShardStream, load_shard_annotations
+from ..data.shards import ReadConfig, ShardDataset, ShardStream, load_shard_annotations
+from ..data.shards.webdataset import WebDataset, load_webdataset
 from ..data.subsets import balanced_subset, hold_out
-from ..models.config import ConfigError
-from .config import SHARDS, SYNTHETIC, DatasetConfig, ExperimentConfig
+from ..errors import ConfigError
+from .config import SHARDS, SYNTHETIC, WEBDATASET, DatasetConfig, ExperimentConfig
 from .synthetic import SyntheticAVDataset, synthetic_annotations
 
 SPLITS = ("train", "val", "test")
@@ -28,7 +29,13 @@ def _path(ds: DatasetConfig, path: str | None) -> str | None:
     return os.path.join(ds.annotations_dir, path)
 
 
-NAMED_CLASS_FORMATS = ("folder", "csv", "jsonl", "vggsound", "vggsounder", "kinetics", "kinetics-sounds")
+def _read_config(ds: DatasetConfig) -> ReadConfig:
+    """How files at URLs are read (`dataset.read_*`)."""
+    return ReadConfig(retries=ds.read_retries, backoff=ds.read_backoff, timeout=ds.read_timeout,
+                      read_ahead_mib=ds.read_ahead_mib)
+
+
+NAMED_CLASS_FORMATS = (*(f.name for f in ANNOTATION_FORMATS.values() if f.named_classes), WEBDATASET)
 """Formats whose class list can be given as names (e.g. a trained model's `label_names`)."""
 
 
@@ -78,9 +85,10 @@ def _training_annotations(cfg: ExperimentConfig) -> Annotations:
     return ann
 
 
-def weights_chosen_on(cfg: ExperimentConfig) -> str:
-    """Which data chose the best weights of a run with this config, in words (saved with the
-    best model and in results.json, printed by `mbt eval`)."""
+def describe_weights_choice(cfg: ExperimentConfig) -> str:
+    """Which data chose the best weights of a run with this config, in words: recorded as
+    `weights_chosen_on` with the best model and in results.json, read back for `mbt eval`
+    by `run_folder.weights_chosen_on`."""
     ds = cfg.dataset
     if ds.format == SYNTHETIC:
         return "val: the synthetic validation split"
@@ -101,7 +109,10 @@ def _read_split(cfg: ExperimentConfig, split: str, class_names: list[str] | None
     if not files:
         return None
     if ds.format == SHARDS:
-        return load_shard_annotations(_shard_folder(ds, split))
+        return load_shard_annotations(_shard_folder(ds, split), _read_config(ds))
+    if ds.format == WEBDATASET:
+        return load_webdataset([_path(ds, f) for f in files], class_names or _path(ds, ds.classes),  # type: ignore[misc]
+                               skip_bad=ds.skip_bad, read=_read_config(ds))
     options: dict[str, Any] = {
         "classes": class_names if class_names is not None else _path(ds, ds.classes),
         "verb_classes": _path(ds, ds.verb_classes),
@@ -186,12 +197,17 @@ def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | 
         return ShardStream(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, shuffle_buffer=cfg.dataset.shuffle_buffer,
+            read=_read_config(cfg.dataset),
         )
     if cfg.dataset.format == SHARDS:
         return ShardDataset(
             _shard_folder(cfg.dataset, split), cfg.data, split, modalities=modalities,  # type: ignore[arg-type]
             seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, annotations=annotations,
+            read=_read_config(cfg.dataset),
         )
+    if cfg.dataset.format == WEBDATASET:
+        return WebDataset(annotations, cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
+                          seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, read=_read_config(cfg.dataset))
     return AVDataset(
         annotations, cfg.data, split, modalities=cfg.model.modalities, seed=cfg.train.seed,  # type: ignore[arg-type]
         skip_bad=cfg.dataset.skip_bad,

@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ..data.loader import build_loader, once_per_file
 from ..models.mbt import class_probabilities
 from .distributed import Dist, all_gather_objects
 from .metrics import classification_metrics
+from .precision import autocast
 
 
 @dataclass
@@ -46,13 +46,6 @@ class EvalResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)
     """(path, damage) of the files whose clips decoded with concealed damage (FFmpeg errors,
     corrupt or missing frames): evaluated, but listed so a score is never silently built on them."""
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed-precision context for `dtype` (None: full precision)."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()

@@ -63,9 +63,10 @@ from tqdm.auto import tqdm
 
 from ..data.loader import AVLoader, build_loader, once_per_file
 from ..data.shards import ShardStream, build_stream_loader
+from ..device import host_sync_is_cheap
+from ..errors import ConfigError
 from ..io import atomic_write
-from ..models.config import ConfigError
-from ..models.mbt import MBT, host_sync_is_cheap
+from ..models.mbt import MBT
 from ..models.pretrained import save_pretrained
 from .checkpoint import (
     LATEST,
@@ -82,7 +83,13 @@ from .checkpoint import (
     write_shards,
 )
 from .config import ExperimentConfig
-from .data import build_dataset, check_same_classes, load_split_annotations, resolve_label_space, weights_chosen_on
+from .data import (
+    build_dataset,
+    check_same_classes,
+    describe_weights_choice,
+    load_split_annotations,
+    resolve_label_space,
+)
 from .distributed import (
     Dist,
     all_gather_objects,
@@ -97,11 +104,12 @@ from .distributed import (
     init_distributed,
     shutdown,
 )
-from .evaluate import EvalResult, autocast, evaluate, json_safe, write_predictions
+from .evaluate import EvalResult, evaluate, json_safe, write_predictions
+from .init_from import init_from
 from .losses import drop_modality, mbt_loss, mixup
 from .metrics import primary_metric
 from .optim import Schedule, build_optimizer
-from .precision import resolve_amp, resolve_compile
+from .precision import autocast, resolve_amp, resolve_compile
 from .run_folder import MetricsLog, RunFolder, default_run_dir, setup_logging
 
 log = logging.getLogger("mbt.train")
@@ -255,8 +263,11 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = MBT(self.cfg.model)
         if tc.init_from and not self.resume and d.is_main:  # DDP copies rank 0's weights to the others
-            report = _init_from_vit(self.model, tc.init_from)
+            report = init_from(self.model, tc.init_from, self.cfg.data)
             log.info("initialised from %s: %s", tc.init_from, report)
+            for key in ("model_differs", "data_differs"):
+                if key in report:  # {field: [source, this run]}
+                    log.warning("train.init_from: %s: %s", key.replace("_", " "), report[key])
         if tc.freeze:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(("head.", "pre_logits.")))
@@ -698,7 +709,7 @@ class Trainer:
             self.best = {"step": self.step, "metric": self.primary, "value": score}
             if self.dist.is_main:
                 save_pretrained(model, self.folder.best, data_config=self.cfg.data,
-                                extra={"weights_chosen_on": weights_chosen_on(self.cfg)})
+                                extra={"weights_chosen_on": describe_weights_choice(self.cfg)})
                 log.info("best %s %.4f: saved %s", self.primary, score, self.folder.best)
         barrier(self.dist)
 
@@ -758,7 +769,7 @@ class Trainer:
         results: dict[str, Any] = {"steps": self.step, "best": self.best, "final_model": str(folder.final)}
         if self.best is not None:
             results["best_model"] = str(folder.best)
-            results["weights_chosen_on"] = weights_chosen_on(self.cfg)
+            results["weights_chosen_on"] = describe_weights_choice(self.cfg)
         eval_damaged: dict[str, list[tuple[str, str]]] = {}
         if self.last_val is not None:
             results["val"] = json_safe(self.last_val.metrics)
@@ -832,9 +843,3 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(prefix + key)
     return out
-
-
-def _init_from_vit(model: MBT, source: str) -> dict[str, Any]:
-    from ..weights.vit import init_from_vit
-
-    return init_from_vit(model, source)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.config import ConfigError
+from ..errors import ConfigError
 from .config import TrainConfig
 
 

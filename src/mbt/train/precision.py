@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import torch
 
-from ..models.config import ConfigError
+from ..errors import ConfigError
 
 
 def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -20,6 +23,13 @@ def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bo
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.amp: this GPU does not support bf16; use 'fp16' or 'off'")
     return torch.bfloat16, False
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """Mixed-precision context for `dtype` on `device` (None: full precision)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolve_compile(setting: bool | str, device: torch.device) -> str | None:

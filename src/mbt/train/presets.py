@@ -25,7 +25,8 @@ from importlib import resources
 from typing import Any
 
 from ..data.config import DataConfig
-from ..models.config import ConfigError, MBTConfig
+from ..errors import ConfigError
+from ..models.config import MBTConfig
 from .config import DatasetConfig, ExperimentConfig, TrainConfig
 
 VAL_FRACTION = 0.05
@@ -276,6 +277,106 @@ def moments_in_time() -> ExperimentConfig:
     )
 
 
+CONVERTED_AST = "converted/ast"
+"""Where `audioset-ast` looks for its encoder: `mbt convert ast FILE --out converted/ast`
+(or set `train.init_from`)."""
+CONVERTED_CAVMAE = "converted/cav-mae"
+"""Where `vggsound-cavmae` looks for its encoders: `mbt convert cav-mae FILE --out
+converted/cav-mae` (or set `train.init_from`)."""
+
+
+def _kaldi_data(spec_mean: float, spec_std: float, **overrides: Any) -> DataConfig:
+    """The AST / CAV-MAE / AudioMAE audio recipe: 10 s of audio, Kaldi fbank (998 frames)
+    zero-padded to 1024, then normalised with the source's statistics; SpecAugment of one
+    frequency mask up to 48 bins and one time mask up to 192 frames (their `freqm`, `timem`)."""
+    base = {"frontend": "kaldi_fbank", "target_length": 1024, "audio_seconds": 10.0, "spec_mean": spec_mean,
+            "spec_std": spec_std, "freq_mask_max_bins": 48, "freq_mask_count": 1, "time_mask_max_frames": 192,
+            "time_mask_count": 1}
+    return DataConfig(**{**base, **overrides})
+
+
+def _peer_train(**overrides: Any) -> TrainConfig:
+    """The optimisation AST and CAV-MAE fine-tune with, as far as mbt expresses it: Adam with
+    betas (0.95, 0.999) and weight decay 5e-7 (AdamW here), a linear warmup over their first
+    1,000 steps, mixup 0.5, the class-balanced sampler, no gradient clipping, float32."""
+    base = {"optimizer": "adamw", "betas": (0.95, 0.999), "weight_decay": 5e-7, "mixup_alpha": 0.5,
+            "balanced_sampling": True, "max_grad_norm": None, "checkpoint_every": 500, "eval_every": 0, "seed": 0}
+    return TrainConfig(**{**base, **overrides})
+
+
+def audioset_ast() -> ExperimentConfig:
+    """AudioSet-500K, audio only, fine-tuned from an AST checkpoint (the spectrogram tower
+    converted by `mbt convert ast FILE --out converted/ast`; `train.init_from` names it).
+
+    Source recipe: AST's full-AudioSet fine-tuning (YuanGongND/ast `egs/audioset/run.sh`,
+    `src/traintest.py`): ViT-B (DeiT) with 16x16 patches at stride 10 (101 x 12 = 1,212
+    tokens), cls and distillation tokens pooled by their mean, exact GELU, LayerNorm eps 1e-6
+    (the original `.pth`; the HF port uses 1e-12: `--set model.layer_norm_eps=1e-12`), a
+    LayerNorm (eps 1e-5) before the linear head; 10 s of Kaldi fbank padded to 1024 frames,
+    normalised with mean -4.2677393 and std 2 x 4.5689974, SpecAugment 48 / 192; Adam lr 1e-5,
+    batch 12, 5 epochs, 1,000 warmup steps, mixup 0.5, balanced sampling, no label smoothing.
+
+    Differs: the data are the paper's AudioSet-500K subset (`dataset.balanced_subset`; AST
+    trained on the full 2M: `--set dataset.balanced_subset=null`); the learning rate decays
+    by a cosine to 0 instead of halving every epoch from the 2nd; AST's checkpoint weight
+    averaging and ensembles are not done; the best weights are chosen on 5% of the training
+    videos held out (AST reports the eval set). Training cost: 1,212 tokens per clip, ~3x
+    the 400 of mbt's 8-s log-mel at stride 16.
+    """
+    model = MBTConfig.from_vit(
+        "B", modalities=("spectrogram",), num_classes=527, multi_label=True, classifier="token",
+        distillation_token=True, head_norm=True, head_norm_eps=1e-5, gelu="exact", layer_norm_eps=1e-6,
+        spectrogram_size=(1024, 128),
+        spectrogram_patch_stride=(10, 10), spectrogram_channels=1, fusion_layer=12, stochastic_depth=0.0,
+    )
+    cfg = audioset_500k()
+    return _experiment(
+        name="audioset-ast",
+        model=model,
+        data=_kaldi_data(-4.2677393, 9.1379948, num_test_clips=1),
+        dataset=cfg.dataset,
+        train=_peer_train(lr=1e-5, batch_size=12, epochs=5, warmup_epochs=0.025, label_smoothing=0.0,
+                          init_from=CONVERTED_AST),
+    )
+
+
+def vggsound_cavmae() -> ExperimentConfig:
+    """VGGSound (309 classes, test top-1/top-5), audio-visual MBT fine-tuned from a
+    pretrained CAV-MAE (both towers converted by `mbt convert cav-mae FILE --out
+    converted/cav-mae`; `train.init_from` names it).
+
+    Source recipe: CAV-MAE's VGGSound fine-tuning (YuanGongND/cav-mae
+    `egs/vggsound/run_cavmae_ft.sh`, from CAV-MAE-Scale++): ViT-B audio and visual branches
+    (16x16 patches, no cls token: mean pooling, a LayerNorm before the linear head), exact
+    GELU, LayerNorm eps 1e-5, a final norm per modality (`norm_a`, `norm_v`); 10 s of Kaldi
+    fbank padded to 1024 frames, normalised with mean -5.081 and std 4.4849, SpecAugment
+    48 / 192; Adam lr 1e-4, batch 48, 10 epochs, 1,000 warmup steps, mixup 0.5, label
+    smoothing 0.1, balanced sampling.
+
+    Differs: MBT's bottleneck fusion (4 bottlenecks from layer 8, fresh tokens) replaces
+    CAV-MAE's joint last layer (each tower's layer 11 starts from CAV-MAE's shared layer
+    with that modality's norms); 8 frames sampled over 2.56 s instead of one frame (frames are
+    scaled to [-1, 1] as mbt does; the converter folds CAV-MAE's ImageNet mean/std into the
+    patch kernel, so the tower sees what CAV-MAE's did); one learning rate for
+    all weights (CAV-MAE gives the new head 10x); cosine decay instead of halving every
+    epoch from the 2nd; no checkpoint weight averaging (epochs 3-10 there), no waveform
+    noise augmentation; 4 test clips; the best weights are chosen on 5% of the training
+    videos held out.
+    """
+    model = _mbt_b(
+        num_classes=309, multi_label=False, classifier="gap", modality_norm=True, head_norm=True, gelu="exact",
+        layer_norm_eps=1e-5, spectrogram_size=(1024, 128), spectrogram_channels=1, stochastic_depth=0.0,
+    )
+    return _experiment(
+        name="vggsound-cavmae",
+        model=model,
+        data=_kaldi_data(-5.081, 4.4849),
+        dataset=vggsound().dataset,
+        train=_peer_train(lr=1e-4, batch_size=48, epochs=10, warmup_epochs=0.25, label_smoothing=0.1,
+                          init_from=CONVERTED_CAVMAE),
+    )
+
+
 def tiny() -> ExperimentConfig:
     """A small MBT for laptops and smoke tests (the demo's): width 64, 4 layers, bottleneck
     fusion from layer 2, 4 frames of 64x64 and 2 s of 64-bin log-mel, trained from scratch
@@ -307,6 +408,8 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "kinetics-400": kinetics_400,
     "kinetics-sounds": kinetics_sounds,
     "moments-in-time": moments_in_time,
+    "audioset-ast": audioset_ast,
+    "vggsound-cavmae": vggsound_cavmae,
     "tiny": tiny,
 }
 """Preset name -> a function building a fresh `ExperimentConfig`."""

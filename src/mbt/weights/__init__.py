@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._lazy import lazy_exports
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the lazy exports below, imported statically for type checkers and editors
     from ..models.mbt import MBT
+    from ..models.pretrained import save_pretrained as save_pretrained
+    from .scenic import from_scenic as from_scenic, to_scenic as to_scenic
 
 _EXPORTS = {"from_scenic": ".scenic", "save_pretrained": "..models.pretrained", "to_scenic": ".scenic"}
 __all__ = sorted([*_EXPORTS, "load_pretrained"])

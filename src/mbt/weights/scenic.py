@@ -18,7 +18,8 @@ import msgpack
 import numpy as np
 import torch
 
-from ..models.config import ConfigError, MBTConfig
+from ..errors import ConfigError
+from ..models.config import MBTConfig
 from ..models.mbt import MBT
 
 if TYPE_CHECKING:
@@ -325,9 +326,18 @@ def state_dict_from_scenic(params: Mapping[str, np.ndarray], cfg: MBTConfig) -> 
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
 
 
+NON_SCENIC_OPTIONS = ("gelu", "layer_norm_eps", "spectrogram_patch_stride", "distillation_token",
+                      "modality_norm", "head_norm", "head_norm_eps", "final_norm", "cls_token")
+"""`MBTConfig` fields for encoders trained elsewhere; Scenic's MBT has only their defaults."""
+
+
 def to_scenic(model: MBT) -> dict[str, np.ndarray]:
     """Scenic's flattened parameter tree (Flax layouts) of an mbt model."""
     cfg = model.config
+    options = [name for name in NON_SCENIC_OPTIONS if getattr(cfg, name) != getattr(MBTConfig, name)]
+    if options:
+        values = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in options)
+        raise ScenicFormatError(f"Scenic's MBT has no equivalent of these options: {values}")
     d, h = cfg.hidden_size, cfg.num_heads
     sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
     out: dict[str, np.ndarray] = {}

@@ -6,6 +6,8 @@ bilinearly (align_corners, which is what Scenic's `scipy.ndimage.zoom(order=1)` 
 to each modality's grid and tiled over time for video. The bottleneck tokens start from
 the ViT's cls position plus its grid shrunk to sqrt(B) x B/sqrt(B). A 2-D patch kernel
 becomes a tubelet kernel by the central-frame (or average) rule. The head stays at zero.
+Overlapping spectrogram patches resize the grid to the strided one (`MBTConfig.patch_grid`);
+a distillation token takes a distilled DeiT's token and position, else the cls position.
 
 The paper started from the original ImageNet-21k ViT-B/16 (Google's `ViT-B_16.npz`, timm's
 `vit_base_patch16_224.orig_in21k`), not the AugReg weights that timm's old `_in21k` alias
@@ -152,15 +154,20 @@ def resize_grid(grid: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
 
 
-def _split_posemb(state: Mapping[str, Tensor]) -> tuple[Tensor | None, Tensor]:
-    """(cls position [D] or None, grid [side, side, D]) of a ViT position embedding."""
+def _split_posemb(state: Mapping[str, Tensor]) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """(cls position [D] or None, distillation-token position [D] or None (DeiT distilled),
+    grid [side, side, D]) of a ViT position embedding."""
     pe = state["pos_embed"][0]
-    has_cls = "cls_token" in state and math.isqrt(pe.shape[0]) ** 2 != pe.shape[0]
-    cls_pos, grid = (pe[0], pe[1:]) if has_cls else (None, pe)
+    prefix = 0
+    if math.isqrt(pe.shape[0]) ** 2 != pe.shape[0]:
+        prefix = ("cls_token" in state) + ("dist_token" in state)
+    cls_pos = pe[0] if prefix else None
+    dist_pos = pe[1] if prefix == 2 else None
+    grid = pe[prefix:]
     side = math.isqrt(grid.shape[0])
     if side * side != grid.shape[0]:
         raise ViTFormatError(f"ViT position embedding has {grid.shape[0]} grid tokens: not a square grid")
-    return cls_pos, grid.reshape(side, side, -1)
+    return cls_pos, dist_pos, grid.reshape(side, side, -1)
 
 
 # ---------------------------------------------------------------------- the initialisation
@@ -201,15 +208,18 @@ def init_from_vit(
             if "attn.qkv.bias" not in blk_state:  # ViTs without qkv bias
                 blk_state["attn.qkv.bias"] = torch.zeros(3 * d)
             blk.load_state_dict(blk_state, strict=True)
-    model.norm.load_state_dict({"weight": vit["norm.weight"], "bias": vit["norm.bias"]})
+    for norm in model.final_norms().values():
+        norm.load_state_dict({"weight": vit["norm.weight"], "bias": vit["norm.bias"]})
 
-    cls_pos, grid = _split_posemb(vit)
+    cls_pos, dist_pos, grid = _split_posemb(vit)
     token = cfg.classifier == "token"
     if restore_positional_embedding:
         for m in cfg.modalities:
-            t, h, w = cfg.patch_grid(m)
+            t, h, w = cfg.patch_grid(m)  # the spectrogram's follows its patch stride
             pos = resize_grid(grid, (h, w)).reshape(h * w, d).repeat(t, 1)
-            if token:
+            if m == "spectrogram" and cfg.distillation_token:  # DeiT's own, else the cls position
+                pos = torch.cat([_cls_position(dist_pos if dist_pos is not None else cls_pos, d), pos])
+            if m in model.cls_tokens:  # the token head's, or a kept cls with a pooling head
                 pos = torch.cat([_cls_position(cls_pos, d), pos])
             model.pos_embed[m].copy_(pos.unsqueeze(0))
         report["pos_embed"] = {m: [*cfg.patch_grid(m)] for m in cfg.modalities}
@@ -247,10 +257,14 @@ def init_from_vit(
                 proj.weight.copy_(kernel)
             proj.bias.copy_(bias)
 
-    if token and "cls_token" in vit:
-        for m in cfg.modalities:
+    if "cls_token" in vit:
+        for m in model.cls_tokens:
             if m == "rgb" or cfg.num_modalities == 1 or restore_spectrogram_cls:
                 model.cls_tokens[m].copy_(vit["cls_token"].reshape(1, 1, d))
+    if model.dist_token is not None:  # a copy of the cls token would stay its twin: zero unless DeiT has one
+        if "dist_token" in vit:
+            model.dist_token.copy_(vit["dist_token"].reshape(1, 1, d))
+        report["dist_token"] = "restored" if "dist_token" in vit else "zero (the ViT has none)"
     return report
 
 

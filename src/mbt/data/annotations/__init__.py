@@ -11,11 +11,12 @@ Parsers (each reads `.gz` files transparently):
 - `parse_epic100`: EPIC-KITCHENS-100 `EPIC_100_{train,validation}.csv` + verb/noun class CSVs.
 - `parse_kinetics`: Kinetics CSVs (`label,youtube_id,time_start,time_end,split`).
 - `parse_kinetics_sounds`: the OGM-GE Kinetics-Sounds lists (`ytid_N,10,class_index`).
-- `load_annotations(format, files, ...)`: the dispatcher used by the CLI and the trainer.
+- `load_annotations(format, files, ...)`: the dispatcher used by the CLI and the trainer, reading
+  the registry `ANNOTATION_FORMATS` (`formats`: each format's parser, options and help line).
 
-Modules: `base` (the data model and row readers), `locator` (media files of a row), one module per
-dataset family (`manifest`, `audioset`, `vggsound`, `epic`, `kinetics`, `moments`). Standard library
-only: the CLI reads `FORMATS` for its help.
+Modules: `base` (the data model and row readers), `locator` (media files of a row), `formats` (the
+registry), one module per dataset family (`manifest`, `audioset`, `vggsound`, `epic`, `kinetics`,
+`moments`). Standard library only: the CLI reads the registry for its help.
 
 Labels. `Item.labels` are indices into `Annotations.class_names`. For EPIC-KITCHENS the label
 space is the concatenation of the noun (300) and verb (97) classes, in that order
@@ -38,12 +39,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .audioset import parse_audioset
 from .base import (
-    _MAX_LISTED,
+    MAX_LISTED,
     AnnotationError,
     Annotations,
     Item,
@@ -54,6 +55,7 @@ from .base import (
     read_class_list,
 )
 from .epic import EPIC_SPLIT_NAMES, parse_epic100
+from .formats import ANNOTATION_FORMATS, FORMATS, AnnotationFormat, formats_help
 from .kinetics import parse_kinetics, parse_kinetics_sounds
 from .locator import AUDIO_EXTENSIONS, DEFAULT_PATTERNS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, MediaLocator
 from .manifest import parse_folder, parse_manifest
@@ -61,6 +63,7 @@ from .moments import parse_moments_in_time
 from .vggsound import VGGSOUNDER_SUBSETS, modality_subset_targets, parse_vggsound, parse_vggsounder
 
 __all__ = [
+    "ANNOTATION_FORMATS",
     "AUDIO_EXTENSIONS",
     "DEFAULT_PATTERNS",
     "DUPLICATES",
@@ -70,12 +73,14 @@ __all__ = [
     "VGGSOUNDER_SUBSETS",
     "VIDEO_EXTENSIONS",
     "AnnotationError",
+    "AnnotationFormat",
     "Annotations",
     "Item",
     "MediaLocator",
     "PathLike",
     "Problem",
     "find_duplicates",
+    "formats_help",
     "load_annotations",
     "modality_subset_targets",
     "open_text",
@@ -91,9 +96,6 @@ __all__ = [
     "parse_vggsounder",
     "read_class_list",
 ]
-
-FORMATS = ("folder", "csv", "jsonl", "audioset", "vggsound", "vggsounder", "epic100", "kinetics",
-           "kinetics-sounds", "moments-in-time")
 
 # ---------------------------------------------------------------------- dispatcher
 DUPLICATES = ("error", "keep", "drop")
@@ -130,7 +132,7 @@ def _checked(ann: Annotations, duplicates: str) -> Annotations:
                                       f"{rep.extra.get('source_end', rep.end)} s] repeats {first.source}:{first.line}")
         for first, rep in pairs
     ]
-    listed = "\n".join(f"  {p}" for p in found[:_MAX_LISTED]) + ("\n  ..." if len(found) > _MAX_LISTED else "")
+    listed = "\n".join(f"  {p}" for p in found[:MAX_LISTED]) + ("\n  ..." if len(found) > MAX_LISTED else "")
     if duplicates == "error":
         raise AnnotationError(
             f"{where}: {len(found)} duplicated clip(s):\n{listed}\n"
@@ -159,47 +161,23 @@ def load_annotations(
     skip_bad: bool = False,
     duplicates: str = "error",
 ) -> Annotations:
-    """Parse `files` in `format` (one of `FORMATS`); options a format does not take must be unset.
-    Annotations without items are refused; a clip listed twice is refused, kept or dropped as
-    `duplicates` says (one of `DUPLICATES`; never silently).
-
-    `folder`: files = [the folder]; `csv`/`jsonl`: [manifest]; `audioset`: segment CSVs (+
-    `classes` = class_labels_indices.csv); `vggsound`, `vggsounder`, `kinetics`, `kinetics-sounds`, `epic100`,
-    `moments-in-time`: one annotation file."""
-    if format not in FORMATS:
+    """Parse `files` in `format` (one of `FORMATS`, see `ANNOTATION_FORMATS`); options the format
+    does not accept must be unset. Annotations without items are refused; a clip listed twice is
+    refused, kept or dropped as `duplicates` says (one of `DUPLICATES`; never silently)."""
+    if format not in ANNOTATION_FORMATS:
         raise AnnotationError(f"unknown annotation format {format!r}; known: {list(FORMATS)}")
+    fmt = ANNOTATION_FORMATS[format]
     if duplicates not in DUPLICATES:
         raise AnnotationError(f"duplicates={duplicates!r}: expected one of {list(DUPLICATES)}")
     files = list(files)
     if not files:
         raise AnnotationError(f"format {format!r} needs an annotation file (or folder)")
-    if format != "audioset" and len(files) > 1:
+    if not fmt.many_files and len(files) > 1:
         raise AnnotationError(f"format {format!r} takes one annotation file, got {len(files)}")
     given = {"classes": classes, "verb_classes": verb_classes, "noun_classes": noun_classes, "root": root,
-             "path_pattern": path_pattern, "split": split, "trimmed": trimmed}
-    locate = {"root": root, "path_pattern": path_pattern, "ext": ext, "skip_bad": skip_bad}
-    trim = {} if trimmed is None else {"trimmed": trimmed}
-    parsers: dict[str, tuple[Callable[..., Annotations], dict[str, Any], tuple[str, ...]]] = {
-        "folder": (parse_folder, {"classes": classes, "ext": ext, "skip_bad": skip_bad}, ("classes",)),
-        "csv": (parse_manifest, {"classes": classes, "root": root, "skip_bad": skip_bad}, ("classes", "root")),
-        "jsonl": (parse_manifest, {"classes": classes, "root": root, "skip_bad": skip_bad}, ("classes", "root")),
-        "audioset": (parse_audioset, {"class_labels": classes, **locate, **trim},
-                     ("classes", "root", "path_pattern", "trimmed")),
-        "vggsound": (parse_vggsound, {"classes": classes, "split": split, **locate, **trim},
-                     ("classes", "root", "path_pattern", "split", "trimmed")),
-        "vggsounder": (parse_vggsounder, {"classes": classes, **locate, **trim},
-                       ("classes", "root", "path_pattern", "trimmed")),
-        "kinetics": (parse_kinetics, {"classes": classes, "split": split, **locate, **trim},
-                     ("classes", "root", "path_pattern", "split", "trimmed")),
-        "kinetics-sounds": (parse_kinetics_sounds, {"classes": classes, **locate},
-                            ("classes", "root", "path_pattern")),
-        "epic100": (parse_epic100, {"verb_classes": verb_classes, "noun_classes": noun_classes, **locate},
-                    ("verb_classes", "noun_classes", "root", "path_pattern")),
-        "moments-in-time": (parse_moments_in_time, {"classes": classes, **locate}, ("classes", "root", "path_pattern")),
-    }
-    parser, kwargs, accepted = parsers[format]
-    unused = [k for k, v in given.items() if v is not None and k not in accepted]
+             "path_pattern": path_pattern, "ext": ext, "split": split, "trimmed": trimmed}
+    unused = [k for k, v in given.items() if v is not None and k not in fmt.options]
     if unused:
-        raise AnnotationError(f"format {format!r} does not take {unused}")
-    first = files if format == "audioset" else files[0]
-    return _checked(parser(first, **kwargs), duplicates)
+        raise AnnotationError(f"format {format!r} does not take {unused} (it takes {list(fmt.options)})")
+    kwargs = {fmt.keywords.get(k, k): v for k, v in given.items() if v is not None}
+    return _checked(fmt.parse(files if fmt.many_files else files[0], skip_bad=skip_bad, **kwargs), duplicates)

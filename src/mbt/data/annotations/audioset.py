@@ -6,8 +6,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import AnnotationError, Annotations, Item, PathLike, _class_index, _csv_rows, _number, _Rows, read_class_list
-from .locator import _locator, _segment, _time_fields
+from .base import (
+    AnnotationError,
+    Annotations,
+    BadRows,
+    Item,
+    PathLike,
+    class_index,
+    csv_rows,
+    parse_seconds,
+    read_class_list,
+)
+from .locator import file_segment, locator_for, time_fields
 
 
 def parse_audioset(
@@ -27,12 +37,12 @@ def parse_audioset(
     class_labels = Path(class_labels) if class_labels else files[0].parent / "class_labels_indices.csv"
     names = read_class_list(class_labels)  # validates the indices
     mids = _audioset_mids(class_labels)
-    index = _class_index(mids)
-    locator = _locator("audioset", root, path_pattern, ext)
-    rows = _Rows(skip_bad)
+    index = class_index(mids)
+    locator = locator_for("audioset", root, path_pattern, ext)
+    rows = BadRows(skip_bad)
     items = []
     for file in files:
-        for line, row in _csv_rows(file, rows, skipinitialspace=True):
+        for line, row in csv_rows(file, rows, skipinitialspace=True):
             if row[0].lstrip().startswith("#"):
                 continue
             if len(row) != 4:
@@ -40,7 +50,7 @@ def parse_audioset(
                 continue
             ytid, start_s, end_s, mid_s = (c.strip() for c in row)
             try:
-                start, end = _number(start_s), _number(end_s)
+                start, end = parse_seconds(start_s), parse_seconds(end_s)
             except ValueError:
                 rows.bad(file, line, f"start/end {start_s!r}/{end_s!r} are not numbers")
                 continue
@@ -55,8 +65,8 @@ def parse_audioset(
             if unknown or not row_mids:
                 rows.bad(file, line, f"unknown label(s) {unknown}" if unknown else "no label")
                 continue
-            path, found = locator.locate({"ytid": ytid, **_time_fields(start, end)})
-            seg = _segment(start, end, trimmed)
+            path, found = locator.locate({"ytid": ytid, **time_fields(start, end)})
+            seg = file_segment(start, end, trimmed)
             items.append(
                 Item(
                     path,
@@ -82,7 +92,7 @@ def parse_audioset(
 
 def _audioset_mids(path: Path) -> list[str]:
     """The `mid` column of `class_labels_indices.csv`, in index order."""
-    rows = list(_csv_rows(path))
+    rows = list(csv_rows(path))
     header = [c.strip() for c in rows[0][1]] if rows else []
     if header[:3] != ["index", "mid", "display_name"]:
         raise AnnotationError(f"{path}:1: expected header 'index,mid,display_name', got {header}")

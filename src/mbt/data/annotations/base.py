@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 PathLike = str | os.PathLike
 
-_MAX_LISTED = 10  # problems named in an error message
+MAX_LISTED = 10  # problems named in an error message
 
 
 class AnnotationError(ValueError):
@@ -156,11 +156,11 @@ def open_text(path: PathLike) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _strip_gz(name: str) -> str:
+def strip_gz(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def _csv_rows(path: PathLike, rows: _Rows | None = None, **kwargs: Any) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(path: PathLike, rows: BadRows | None = None, **kwargs: Any) -> Iterator[tuple[int, list[str]]]:
     """(1-based line, fields) for each non-empty row. One row is one line: a line that is not UTF-8
     or whose quote runs over the line end (an unterminated quote) is a bad row that costs only
     itself, reported to `rows` (raised as `AnnotationError` naming file and line without `rows`, or
@@ -216,9 +216,9 @@ def _csv_rows(path: PathLike, rows: _Rows | None = None, **kwargs: Any) -> Itera
         raise AnnotationError(f"{path}:{max(line, 1)}: not readable as CSV text: {e}") from e
 
 
-def _full_rows(path: PathLike, rows: _Rows, lines: Iterator[tuple[int, list[str]]], width: int
+def full_rows(path: PathLike, rows: BadRows, lines: Iterator[tuple[int, list[str]]], width: int
                ) -> Iterator[tuple[int, list[str]]]:
-    """The rows of `lines` (from `_csv_rows`) with `width` fields; any other is a bad row."""
+    """The rows of `lines` (from `csv_rows`) with `width` fields; any other is a bad row."""
     for line, row in lines:
         if len(row) != width:
             rows.bad(path, line, f"expected {width} columns, got {len(row)}")
@@ -226,7 +226,7 @@ def _full_rows(path: PathLike, rows: _Rows, lines: Iterator[tuple[int, list[str]
         yield line, row
 
 
-def _number(text: str) -> int | float:
+def parse_seconds(text: str) -> int | float:
     """Seconds as int when whole (so `{start:06d}` patterns work), else float."""
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
@@ -245,7 +245,7 @@ def parse_timestamp(text: str) -> float:
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
 
-class _Rows:
+class BadRows:
     """Collects bad rows; `finish` raises them unless skipping was asked for."""
 
     def __init__(self, skip_bad: bool) -> None:
@@ -259,8 +259,8 @@ class _Rows:
         if self.problems and not self.skip_bad:
             raise AnnotationError(
                 f"{len(self.problems)} bad row(s) in the annotations:\n"
-                + "\n".join(f"  {p}" for p in self.problems[:_MAX_LISTED])
-                + ("\n  ..." if len(self.problems) > _MAX_LISTED else "")
+                + "\n".join(f"  {p}" for p in self.problems[:MAX_LISTED])
+                + ("\n  ..." if len(self.problems) > MAX_LISTED else "")
                 + "\n(fix them, or skip them with skip_bad=True / --skip-bad)",
                 self.problems,
             )
@@ -281,11 +281,11 @@ def read_class_list(path: PathLike) -> list[str]:
     headerless CSVs take the first column (VGGSound `stat.csv`).
     """
     path = Path(path)
-    if _strip_gz(path.name).endswith(".txt"):
+    if strip_gz(path.name).endswith(".txt"):
         with open_text(path) as f:
             names = [line.strip() for line in f if line.strip()]
     else:
-        rows = list(_csv_rows(path))
+        rows = list(csv_rows(path))
         if not rows:
             raise AnnotationError(f"{path}: empty class list")
         header = [c.strip().lower() for c in rows[0][1]]
@@ -307,13 +307,13 @@ def read_class_list(path: PathLike) -> list[str]:
                         f"{path}:{line}: class index {row[index_col]!r} is not an integer"
                     ) from None
                 indexed.append((idx, row[name_col].strip()))
-            names = _in_index_order(path, indexed)
-    if not _unique(path, names):
+            names = in_index_order(path, indexed)
+    if not unique_names(path, names):
         raise AnnotationError(f"{path}: empty class list")
     return names
 
 
-def _in_index_order(path: PathLike, indexed: list[tuple[int, str]]) -> list[str]:
+def in_index_order(path: PathLike, indexed: list[tuple[int, str]]) -> list[str]:
     """The names of (index, name) pairs in index order; the indices must be 0..n-1 without gaps."""
     indexed.sort()
     if [i for i, _ in indexed] != list(range(len(indexed))):
@@ -321,7 +321,7 @@ def _in_index_order(path: PathLike, indexed: list[tuple[int, str]]) -> list[str]
     return [n for _, n in indexed]
 
 
-def _unique(path: PathLike, names: list[str]) -> list[str]:
+def unique_names(path: PathLike, names: list[str]) -> list[str]:
     """`names`, refused when one repeats."""
     duplicates = [n for n, c in Counter(names).items() if c > 1]
     if duplicates:
@@ -329,11 +329,11 @@ def _unique(path: PathLike, names: list[str]) -> list[str]:
     return names
 
 
-def _class_index(names: Sequence[str]) -> dict[str, int]:
+def class_index(names: Sequence[str]) -> dict[str, int]:
     return {n: i for i, n in enumerate(names)}
 
 
-def _resolve_classes(classes: PathLike | Sequence[str] | None, labels: Iterator[str] | Any) -> list[str]:
+def resolve_classes(classes: PathLike | Sequence[str] | None, labels: Iterator[str] | Any) -> list[str]:
     if classes is None:
         return sorted(set(labels))
     if isinstance(classes, (str, os.PathLike)):
@@ -341,7 +341,7 @@ def _resolve_classes(classes: PathLike | Sequence[str] | None, labels: Iterator[
     return list(classes)
 
 
-def _check_split(path: Path, split: str | None, present: set[str]) -> None:
+def check_split(path: Path, split: str | None, present: set[str]) -> None:
     if split is not None and split not in present:
         raise AnnotationError(f"{path}: no rows of split {split!r}; splits present: {sorted(present)}")
 

@@ -8,15 +8,15 @@ from pathlib import Path
 from .base import (
     AnnotationError,
     Annotations,
+    BadRows,
     Item,
     PathLike,
-    _csv_rows,
-    _full_rows,
-    _Rows,
+    csv_rows,
+    full_rows,
     parse_timestamp,
     read_class_list,
 )
-from .locator import _locator
+from .locator import locator_for
 
 EPIC_SPLIT_NAMES = ("noun", "verb")
 """Order of EPIC's label blocks, as ViViT's Epic-Kitchens config (`class_splits=[300, 97]`)."""
@@ -42,16 +42,16 @@ def parse_epic100(
     csv_path = Path(csv_path)
     verbs = read_class_list(verb_classes or csv_path.parent / "EPIC_100_verb_classes.csv")
     nouns = read_class_list(noun_classes or csv_path.parent / "EPIC_100_noun_classes.csv")
-    locator = _locator("epic100", root, path_pattern, ext)
-    rows = _Rows(skip_bad)
-    it = _csv_rows(csv_path, rows)
+    locator = locator_for("epic100", root, path_pattern, ext)
+    rows = BadRows(skip_bad)
+    it = csv_rows(csv_path, rows)
     first = next(it, None)
     header = [h.strip() for h in first[1]] if first else []
     missing_cols = [c for c in _EPIC_COLUMNS if c not in header]
     if missing_cols:
         raise AnnotationError(f"{csv_path}:1: missing column(s) {missing_cols}; header is {header}")
     items = []
-    for line, row in _full_rows(csv_path, rows, it, len(header)):
+    for line, row in full_rows(csv_path, rows, it, len(header)):
         rec = dict(zip(header, (c.strip() for c in row), strict=True))
         try:
             start = parse_timestamp(rec["start_timestamp"])

@@ -10,17 +10,17 @@ from typing import Any
 from .base import (
     AnnotationError,
     Annotations,
+    BadRows,
     Item,
     PathLike,
-    _check_split,
-    _class_index,
-    _csv_rows,
-    _full_rows,
-    _number,
-    _resolve_classes,
-    _Rows,
+    check_split,
+    class_index,
+    csv_rows,
+    full_rows,
+    parse_seconds,
+    resolve_classes,
 )
-from .locator import _locator, _segment, _time_fields
+from .locator import file_segment, locator_for, time_fields
 
 
 def parse_kinetics(
@@ -37,29 +37,29 @@ def parse_kinetics(
     """Kinetics CSVs with header `label,youtube_id,time_start,time_end,split[,is_cc]`. Classes:
     `classes`, else the sorted labels of all rows; `split` keeps rows of that split."""
     csv_path = Path(csv_path)
-    rows = _Rows(skip_bad)
-    it = _csv_rows(csv_path, rows)
+    rows = BadRows(skip_bad)
+    it = csv_rows(csv_path, rows)
     first = next(it, None)
     header = [h.strip() for h in first[1]] if first else []
     need = ("label", "youtube_id", "time_start", "time_end")
     if any(c not in header for c in need):
         raise AnnotationError(f"{csv_path}:1: expected columns {list(need)}, got header {header}")
     records = []
-    for line, row in _full_rows(csv_path, rows, it, len(header)):
+    for line, row in full_rows(csv_path, rows, it, len(header)):
         records.append((line, dict(zip(header, (c.strip() for c in row), strict=True))))
-    names = _resolve_classes(classes, (r["label"] for _, r in records))
+    names = resolve_classes(classes, (r["label"] for _, r in records))
     if "split" in header:
-        _check_split(csv_path, split, {r["split"] for _, r in records})
+        check_split(csv_path, split, {r["split"] for _, r in records})
     elif split is not None:
         raise AnnotationError(f"{csv_path}: no 'split' column to select {split!r} from")
-    index = _class_index(names)
-    locator = _locator("kinetics", root, path_pattern, ext)
+    index = class_index(names)
+    locator = locator_for("kinetics", root, path_pattern, ext)
     items = []
     for line, rec in records:
         if split is not None and rec["split"] != split:
             continue
         try:
-            start, end = _number(rec["time_start"]), _number(rec["time_end"])
+            start, end = parse_seconds(rec["time_start"]), parse_seconds(rec["time_end"])
         except ValueError:
             rows.bad(csv_path, line, f"time_start/time_end {rec['time_start']!r}/{rec['time_end']!r} "
                                      "are not numbers")
@@ -75,9 +75,9 @@ def parse_kinetics(
             rows.bad(csv_path, line, f"unknown label {label!r}")
             continue
         fields = {"ytid": rec["youtube_id"], "label": label, "label_": label.replace(" ", "_"),
-                  "split": rec.get("split", ""), **_time_fields(start, end)}
+                  "split": rec.get("split", ""), **time_fields(start, end)}
         path, found = locator.locate(fields)
-        seg = _segment(start, end, trimmed)
+        seg = file_segment(start, end, trimmed)
         items.append(
             Item(
                 path,
@@ -110,9 +110,9 @@ def parse_kinetics_sounds(
     with `clip_id` = `ytid_start` or `ytid_{start:06d}_{end:06d}`; the files are trimmed clips named
     by `clip_id`. Class names from `classes` (e.g. the 31-class list), else the indices as names."""
     txt_path = Path(txt_path)
-    rows = _Rows(skip_bad)
+    rows = BadRows(skip_bad)
     records = []
-    for line, row in _csv_rows(txt_path, rows):
+    for line, row in csv_rows(txt_path, rows):
         if len(row) != 3:
             rows.bad(txt_path, line, f"expected 3 columns (clip_id, duration, class_index), got {len(row)}")
             continue
@@ -124,10 +124,10 @@ def parse_kinetics_sounds(
             continue
         records.append((line, clip_id, duration, cls))
     if classes is not None:
-        names = _resolve_classes(classes, ())
+        names = resolve_classes(classes, ())
     else:
         names = [str(i) for i in range(max((r[3] for r in records), default=-1) + 1)]
-    locator = _locator("kinetics-sounds", root, path_pattern, ext)
+    locator = locator_for("kinetics-sounds", root, path_pattern, ext)
     items = []
     for line, clip_id, duration, cls in records:
         if not 0 <= cls < len(names):
@@ -141,8 +141,8 @@ def parse_kinetics_sounds(
         extra: dict[str, Any] = {}
         if m:
             start = int(m.group("start"))
-            end = int(m.group("end")) if m.group("end") else _number(str(start + duration))
-            fields.update(ytid=m.group("ytid"), **_time_fields(start, end))
+            end = int(m.group("end")) if m.group("end") else parse_seconds(str(start + duration))
+            fields.update(ytid=m.group("ytid"), **time_fields(start, end))
             extra = {"ytid": m.group("ytid"), "source_start": float(start), "source_end": float(end)}
         path, found = locator.locate(fields)
         items.append(

@@ -49,7 +49,7 @@ DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
     "moments-in-time": ("{path}",),
 }
 
-def _ext_ok(name: str, ext: str | None) -> bool:
+def ext_ok(name: str, ext: str | None) -> bool:
     suffix = os.path.splitext(name)[1].lower()
     return suffix == ("." + ext.lstrip(".")).lower() if ext else suffix in MEDIA_EXTENSIONS
 
@@ -82,7 +82,7 @@ class MediaLocator:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 rel_dir = os.path.relpath(dirpath, self.root)
                 for name in sorted(filenames):
-                    if name.startswith(".") or not _ext_ok(name, self.ext):
+                    if name.startswith(".") or not ext_ok(name, self.ext):
                         continue
                     rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
                     files.add(rel)
@@ -137,7 +137,7 @@ def _with_ext(name: str, ext: str | None) -> str:
     return f"{name}.{ext or 'mp4'}"
 
 
-def _locator(
+def locator_for(
     fmt: str, root: PathLike | None, path_pattern: str | None, ext: str | None
 ) -> MediaLocator:
     if path_pattern:
@@ -145,11 +145,11 @@ def _locator(
     return MediaLocator(root, DEFAULT_PATTERNS[fmt], ext)
 
 
-def _time_fields(start: int | float, end: int | float) -> dict[str, Any]:
+def time_fields(start: int | float, end: int | float) -> dict[str, Any]:
     return {"start": start, "end": end, "start_ms": round(start * 1000), "end_ms": round(end * 1000)}
 
 
-def _segment(start: float, end: float, trimmed: bool) -> tuple[float, float]:
+def file_segment(start: float, end: float, trimmed: bool) -> tuple[float, float]:
     """Segment in file time: a trimmed clip file holds just [start, end] of its source."""
     return (0.0, float(end - start)) if trimmed else (float(start), float(end))
 

@@ -11,18 +11,18 @@ from typing import Any
 from .base import (
     AnnotationError,
     Annotations,
+    BadRows,
     Item,
     PathLike,
-    _class_index,
-    _csv_rows,
-    _full_rows,
-    _resolve_classes,
-    _Rows,
-    _strip_gz,
+    class_index,
+    csv_rows,
+    full_rows,
     open_text,
     read_class_list,
+    resolve_classes,
+    strip_gz,
 )
-from .locator import _ext_ok
+from .locator import ext_ok
 
 
 def parse_folder(root: PathLike, *, classes: PathLike | Sequence[str] | None = None, ext: str | None = None,
@@ -33,14 +33,14 @@ def parse_folder(root: PathLike, *, classes: PathLike | Sequence[str] | None = N
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"{root} is not a folder")
-    rows = _Rows(skip_bad)
+    rows = BadRows(skip_bad)
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for p in sorted(root.iterdir()):
-        if p.is_file() and _ext_ok(p.name, ext):
+        if p.is_file() and ext_ok(p.name, ext):
             rows.bad(p, 0, "media file outside any class folder")
     if not folders:
         raise AnnotationError(f"{root}: no class sub-folders")
-    names = _resolve_classes(classes, folders)
+    names = resolve_classes(classes, folders)
     index = {name: k for k, name in enumerate(names)}
     for name in folders:
         if name not in index:
@@ -53,7 +53,7 @@ def parse_folder(root: PathLike, *, classes: PathLike | Sequence[str] | None = N
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fname in sorted(filenames):
-                if fname.startswith(".") or not _ext_ok(fname, ext):
+                if fname.startswith(".") or not ext_ok(fname, ext):
                     continue
                 path = Path(dirpath) / fname
                 rel = path.relative_to(root).as_posix()
@@ -100,7 +100,7 @@ def parse_manifest(
     """
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    rows = _Rows(skip_bad)
+    rows = BadRows(skip_bad)
     records = list(_manifest_records(path, rows))
     class_names = (
         (read_class_list(classes) if isinstance(classes, (str, os.PathLike)) else list(classes))
@@ -120,7 +120,7 @@ def parse_manifest(
             class_names = [str(i) for i in range(max(int(t) for t in all_tokens) + 1)]
         else:
             class_names = sorted({str(t).strip() for t in all_tokens})
-    index = _class_index(class_names)
+    index = class_index(class_names)
     items = []
     for (line, rec), tokens in zip(records, tokens_per_record, strict=True):
         if tokens is None:
@@ -177,15 +177,15 @@ def parse_manifest(
             if len(it.labels) > 1:
                 rows.bad(path, it.line, f"{len(it.labels)} labels but multi_label=False")
         items = [it for it in items if len(it.labels) == 1]
-    fmt = "jsonl" if _strip_gz(path.name).endswith((".jsonl", ".json")) else "csv"
+    fmt = "jsonl" if strip_gz(path.name).endswith((".jsonl", ".json")) else "csv"
     return Annotations(
         items, class_names, multi_label=multi_label, problems=rows.finish(), format=fmt, sources=(str(path),)
     )
 
 
-def _manifest_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, Any]]]:
+def _manifest_records(path: Path, rows: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, record with a 'labels' key) from a CSV or JSONL manifest."""
-    if _strip_gz(path.name).endswith((".jsonl", ".json")):
+    if strip_gz(path.name).endswith((".jsonl", ".json")):
         with open_text(path) as f:
             for line, text in enumerate(f, start=1):
                 if not text.strip():
@@ -204,7 +204,7 @@ def _manifest_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, 
                     continue
                 yield line, {**rec, "labels": labels}
         return
-    it = _csv_rows(path, rows)
+    it = csv_rows(path, rows)
     first = next(it, None)
     if first is None:
         raise AnnotationError(f"{path}: empty manifest")
@@ -212,7 +212,7 @@ def _manifest_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, 
     label_col = "labels" if "labels" in header else "label" if "label" in header else None
     if "path" not in header or label_col is None:
         raise AnnotationError(f"{path}:{first[0]}: the header needs 'path' and 'label' or 'labels', got {header}")
-    for line, row in _full_rows(path, rows, it, len(header)):
+    for line, row in full_rows(path, rows, it, len(header)):
         rec = dict(zip(header, row, strict=True))
         rec["labels"] = rec.pop(label_col)
         yield line, rec

@@ -9,18 +9,18 @@ from pathlib import Path
 from .base import (
     AnnotationError,
     Annotations,
+    BadRows,
     Item,
     PathLike,
-    _class_index,
-    _csv_rows,
-    _in_index_order,
-    _Rows,
-    _strip_gz,
-    _unique,
+    class_index,
+    csv_rows,
+    in_index_order,
     open_text,
     read_class_list,
+    strip_gz,
+    unique_names,
 )
-from .locator import _locator
+from .locator import locator_for
 
 
 def parse_moments_in_time(
@@ -39,14 +39,14 @@ def parse_moments_in_time(
     csv_path = Path(csv_path)
     if classes is None or isinstance(classes, (str, os.PathLike)):
         path = Path(classes) if classes is not None else csv_path.parent / "moments_categories.txt"
-        names = _moments_categories(path) if _strip_gz(path.name).endswith(".txt") else read_class_list(path)
+        names = _moments_categories(path) if strip_gz(path.name).endswith(".txt") else read_class_list(path)
     else:
         names = list(classes)
-    index = _class_index(names)
-    locator = _locator("moments-in-time", root, path_pattern, ext)
-    rows = _Rows(skip_bad)
+    index = class_index(names)
+    locator = locator_for("moments-in-time", root, path_pattern, ext)
+    rows = BadRows(skip_bad)
     items = []
-    for line, row in _csv_rows(csv_path):
+    for line, row in csv_rows(csv_path):
         if len(row) != 4:
             rows.bad(csv_path, line, f"expected 4 columns (path, label, agreement, disagreement), got {len(row)}")
             continue
@@ -86,6 +86,6 @@ def _moments_categories(path: Path) -> list[str]:
             indexed.append((int(idx), name.strip()))
         except ValueError:
             raise AnnotationError(f"{path}:{n}: expected 'name,index', got {text!r}") from None
-    return _unique(path, _in_index_order(path, indexed))
+    return unique_names(path, in_index_order(path, indexed))
 
 

@@ -12,17 +12,17 @@ from typing import Any
 from .base import (
     AnnotationError,
     Annotations,
+    BadRows,
     Item,
     PathLike,
-    _check_split,
-    _class_index,
-    _csv_rows,
-    _full_rows,
-    _number,
-    _resolve_classes,
-    _Rows,
+    check_split,
+    class_index,
+    csv_rows,
+    full_rows,
+    parse_seconds,
+    resolve_classes,
 )
-from .locator import _locator, _segment, _time_fields
+from .locator import file_segment, locator_for, time_fields
 
 _VGG_CLIP = re.compile(r"^(?P<ytid>[A-Za-z0-9_-]{11})_(?P<start>\d+)(?:\.[A-Za-z0-9]+)?$")
 
@@ -47,10 +47,10 @@ def parse_vggsound(
     indices). `split` keeps the rows of that split ('train' or 'test'); a split list is one split
     already (a file name that starts with `train`/`test` must agree)."""
     csv_path = Path(csv_path)
-    rows = _Rows(skip_bad)
+    rows = BadRows(skip_bad)
     records = []
     width = 0
-    for line, row in _csv_rows(csv_path, rows):
+    for line, row in csv_rows(csv_path, rows):
         width = width or (2 if len(row) == 2 else 4)
         if len(row) != width:
             shape = "ytid, start, label, split" if width == 4 else "ytid_start.mp4, label (a split list)"
@@ -65,7 +65,7 @@ def parse_vggsound(
             named = re.match(r"(train|test)(?![A-Za-z])", csv_path.name)
             cells = [m.group("ytid"), m.group("start"), cells[1], named.group(1) if named else split or ""]
         records.append((line, cells))
-    names = _resolve_classes(classes, (r[2] for _, r in records))
+    names = resolve_classes(classes, (r[2] for _, r in records))
     notes: list[str] = []
     if width == 2:
         if split is not None and records and records[0][1][3] not in (split, ""):
@@ -73,18 +73,18 @@ def parse_vggsound(
                                   f"not of split {split!r}")
     else:
         present = Counter(r[3] for _, r in records)
-        _check_split(csv_path, split, set(present))
+        check_split(csv_path, split, set(present))
         if split is None and len(present) > 1:
             notes.append("rows of all splits are mixed (" + ", ".join(f"{n} {k}" for k, n in sorted(present.items()))
                          + "): choose one with --split / dataset.*_split")
-    index = _class_index(names)
-    locator = _locator("vggsound", root, path_pattern, ext)
+    index = class_index(names)
+    locator = locator_for("vggsound", root, path_pattern, ext)
     items = []
     for line, (ytid, start_s, label, row_split) in records:
         if width == 4 and split is not None and row_split != split:
             continue
         try:
-            start = _number(start_s)
+            start = parse_seconds(start_s)
         except ValueError:
             rows.bad(csv_path, line, f"start {start_s!r} is not a number")
             continue
@@ -94,10 +94,10 @@ def parse_vggsound(
         if label not in index:
             rows.bad(csv_path, line, f"unknown label {label!r}")
             continue
-        end = _number(str(start + clip_seconds))
+        end = parse_seconds(str(start + clip_seconds))
         fields = {"ytid": ytid, "label": label, "label_": label.replace(" ", "_"), "split": row_split}
-        path, found = locator.locate({**fields, **_time_fields(start, end)})
-        seg = _segment(start, end, trimmed)
+        path, found = locator.locate({**fields, **time_fields(start, end)})
+        seg = file_segment(start, end, trimmed)
         items.append(
             Item(
                 path,
@@ -145,14 +145,14 @@ def parse_vggsounder(
     (A, V or AV) of each of its labels, in label order, and its meta flags are in `extra`. Classes:
     `classes` (`vggsounder_classes.csv`, the 309 VGGSound classes), else the sorted labels."""
     csv_path = Path(csv_path)
-    rows = _Rows(skip_bad)
-    it = _csv_rows(csv_path)
+    rows = BadRows(skip_bad)
+    it = csv_rows(csv_path)
     first = next(it, None)
     header = [h.strip() for h in first[1]] if first else []
     if tuple(header[:6]) != _VGGSOUNDER_COLUMNS:
         raise AnnotationError(f"{csv_path}:1: expected header {','.join(_VGGSOUNDER_COLUMNS)}, got {header}")
     videos: dict[str, dict[str, Any]] = {}
-    for line, row in _full_rows(csv_path, rows, it, len(header)):
+    for line, row in full_rows(csv_path, rows, it, len(header)):
         video_id, label, modality, *flags = (c.strip() for c in row[:6])
         m = _VGG_CLIP.match(video_id)
         if not m:
@@ -169,9 +169,9 @@ def parse_vggsounder(
             rows.bad(csv_path, line, f"label {label!r} repeated for video {video_id}")
             continue
         video["labels"][label] = (line, modality)
-    names = _resolve_classes(classes, (lab for v in videos.values() for lab in v["labels"]))
-    index = _class_index(names)
-    locator = _locator("vggsound", root, path_pattern, ext)
+    names = resolve_classes(classes, (lab for v in videos.values() for lab in v["labels"]))
+    index = class_index(names)
+    locator = locator_for("vggsound", root, path_pattern, ext)
     items = []
     for video_id, video in videos.items():
         unknown = [(line, lab) for lab, (line, _) in video["labels"].items() if lab not in index]
@@ -180,9 +180,9 @@ def parse_vggsounder(
                 rows.bad(csv_path, line, f"unknown label {lab!r}")
             continue
         ytid, start = video["match"].group("ytid"), int(video["match"].group("start"))
-        end = _number(str(start + clip_seconds))
-        path, found = locator.locate({"ytid": ytid, "split": "test", **_time_fields(start, end)})
-        seg = _segment(start, end, trimmed)
+        end = parse_seconds(str(start + clip_seconds))
+        path, found = locator.locate({"ytid": ytid, "split": "test", **time_fields(start, end)})
+        seg = file_segment(start, end, trimmed)
         flags = dict(zip(_VGGSOUNDER_COLUMNS[3:], (f == "True" for f in video["flags"]), strict=True))
         items.append(
             Item(

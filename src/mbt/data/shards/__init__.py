@@ -17,6 +17,8 @@ crop size, augmentation and feature setting; only the fields in `RECIPE_FIELDS` 
 Folder layout (write it on local disk, then copy the folder as is to object storage):
 
     plan.json            written first: what the run prepares (a re-run resumes a killed run)
+    part.json            a part of a run split over machines (`--part K --num-parts N`), written when it
+                         finishes, in place of report.json and manifest.json until the parts are merged
     shard-000000.tar     samples, plain POSIX tar (members `{key}.{ext}`, grouped by key)
     shard-000000.json    its index, written once the tar is complete: key, byte offset and length
                          of every sample, labels, ids; bad videos of the shard with the reason
@@ -63,23 +65,39 @@ project's rules instead (seeds per (seed, epoch, index), equal whole batches on 
 dependency kept for its tar reader. The layout is the one it reads (keys without dots, a key's
 members adjacent, standard extensions), so `webdataset` users can read the shards directly.
 
+Across machines. `prepare_shards(..., part=K, num_parts=N)` (`mbt data prepare --part K --num-parts N`)
+writes shards `K::N` of the whole run (items are ordered and cut into shards as for one run, so the
+split is deterministic and disjoint) and `part.json` instead of a manifest: a part alone is no shard
+folder. `merge_parts` (`mbt data merge PART_DIRS... --out DIR`) checks that all N parts of the same run
+are there and finished, links their shards into one folder and writes its report and manifest: the
+result equals a run in one go.
+
 Interrupted runs. Each tar is written as `.tmp` and renamed when complete, then its index is
 written; a re-run with the same arguments keeps the shards whose index matches the tar on disk and
 redoes the others. Readers refuse a folder without manifest.json (an unfinished run), a shard whose
 size differs from the manifest, and a tar that ends early or holds fewer samples than listed.
 
-Modules: `format` (names, recipe, `ShardConfig`), `io` (local or fsspec reading, `ShardSet`), `dataset`
+Remote folders (http(s)://, s3://, gs://, ...): reads retry transient errors with backoff and then fail
+with `RemoteReadError` naming the URL and the cause, whatever `skip_bad` says (an outage is not a bad
+item); HTTP servers without range requests work; sequential reads are read ahead (`remote`, `ReadConfig`).
+
+Modules: `format` (names, recipe, `ShardConfig`), `remote` (URL reads: retries, ranges, read-ahead),
+`io` (local or remote reading, `ShardSet`), `webdataset` (standard WebDataset tars of media files and
+labels, `dataset.format='webdataset'`), `dataset`
 (random access), `stream` (sequential reading and its loader), `writer` (`prepare_shards`).
 """
 
 from .dataset import ShardDataset
 from .format import RECIPE_FIELDS, ShardConfig, ShardError
 from .io import ShardSet, load_shard_annotations, open_shards
+from .remote import ReadConfig, RemoteReadError
 from .stream import ShardStream, StreamLoader, build_stream_loader
-from .writer import prepare_shards
+from .writer import merge_parts, prepare_shards
 
 __all__ = [
     "RECIPE_FIELDS",
+    "ReadConfig",
+    "RemoteReadError",
     "ShardConfig",
     "ShardDataset",
     "ShardError",
@@ -88,6 +106,7 @@ __all__ = [
     "StreamLoader",
     "build_stream_loader",
     "load_shard_annotations",
+    "merge_parts",
     "open_shards",
     "prepare_shards",
 ]

@@ -1,4 +1,4 @@
-"""Random access to shards: a stored sample -> model inputs (`_SampleDecoder`), and `ShardDataset`, the
+"""Random access to shards: a stored sample -> model inputs (`SampleDecoder`), and `ShardDataset`, the
 `AVDataset` interface over a shard folder."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from ..annotations import Annotations, Item
 from ..config import DataConfig
 from ..dataset import MODALITIES, AVDataset, Split, check_modalities
 from ..views import ClipInputs, draw_centre, frame_times
-from .format import AUDIO_CODECS, ShardError, _frame_name, _members, _meta
-from .io import ShardSet, _RangeReader, open_shards
+from .format import AUDIO_CODECS, ShardError, frame_name, sample_members, sample_meta
+from .io import RangeReader, ShardSet, open_shards
+from .remote import ReadConfig
 
 
 def _decode_audio(data: bytes, codec: str, where: str) -> np.ndarray:
@@ -32,7 +33,7 @@ def _decode_audio(data: bytes, codec: str, where: str) -> np.ndarray:
         raise ShardError(f"{where}: cannot decode the stored audio ({e})") from e
 
 
-class _SampleDecoder:
+class SampleDecoder:
     """Stored sample -> model inputs: the clip of a view (train: drawn from the span), frames
     through the train/eval transform or a test crop, audio through log-mel (and SpecAugment)."""
 
@@ -79,7 +80,7 @@ class _SampleDecoder:
         """uint8 [T, H, W, 3] of the stored JPEG frames."""
         images = []
         for k in frames:
-            name = _frame_name(clip, k)
+            name = frame_name(clip, k)
             if name not in members:
                 raise ShardError(f"{where}: member {name} missing")
             try:
@@ -94,7 +95,7 @@ class ShardDataset(AVDataset):
     """`AVDataset`'s interface over a shard folder: the same items (up to JPEG and 16-bit audio
     coding; train frames within half a grid step of their time), keys `(epoch, index)`, seeded
     augmentation, `skip_bad`, views for test. Items are in annotation order; `dropped` lists the
-    videos `prepare_shards` left out (path, reason)."""
+    videos `prepare_shards` left out (path, reason). `read`: retries and timeouts of URL reads."""
 
     def __init__(
         self,
@@ -105,15 +106,16 @@ class ShardDataset(AVDataset):
         seed: int = 0,
         skip_bad: bool = False,
         annotations: Annotations | None = None,
+        read: ReadConfig | None = None,
     ) -> None:
         check_modalities(modalities)
-        self.shards = open_shards(shards)
+        self.shards = open_shards(shards, read)
         self.shards.check(cfg, split, modalities)
         annotations = annotations if annotations is not None else self.shards.annotations()
         super().__init__(annotations, cfg, split, modalities, seed=seed, skip_bad=skip_bad)
         self.dropped = [(b["path"], b["reason"]) for b in self.shards.report()["left_out"]]
-        self._decode = _SampleDecoder(self.shards, cfg, split, modalities)
-        self._reader = _RangeReader(dict(zip(self.shards.urls, self.shards.sizes, strict=True)))
+        self._decode = SampleDecoder(self.shards, cfg, split, modalities)
+        self._reader = RangeReader(dict(zip(self.shards.urls, self.shards.sizes, strict=True)), self.shards.read)
 
     @property
     def window_seconds(self) -> float:
@@ -124,7 +126,7 @@ class ShardDataset(AVDataset):
         shard, offset, size = item.extra["shard"]
         url = self.shards.urls[shard]
         where = f"{url} sample {item.extra['key']}"
-        members = _members(self._reader.read(url, offset, size), where)
-        return self._decode(members, _meta(members, where), view, generator, where)
+        members = sample_members(self._reader.read(url, offset, size), where)
+        return self._decode(members, sample_meta(members, where), view, generator, where)
 
 

@@ -13,16 +13,16 @@ from ..dataset import MODALITIES, check_modalities
 
 FORMAT_NAME = "mbt-shards"
 FORMAT_VERSION = 1
-MANIFEST, PLAN, REPORT = "manifest.json", "plan.json", "report.json"
+MANIFEST, PLAN, REPORT, PART = "manifest.json", "plan.json", "report.json", "part.json"
 AUDIO_CODECS = {"flac": "flac", "pcm16": "npy"}
 """Audio codec -> member extension: 16-bit FLAC (lossless, about half the raw size) or the raw
 int16 samples as a `.npy` array (no decoding cost, twice the bytes)."""
 RECIPE_FIELDS = ("num_frames", "frame_rate", "min_resize", "sample_rate", "audio_seconds", "pad_mode")
 """`DataConfig` fields fixed by the shards (plus `num_test_clips` for test shards); the other
 fields (crop size, augmentation, log-mel, normalisation, test crops) apply at load time."""
-_KEY_DIGITS = 9
-_MAX_LISTED = 5
-_TIME_EPS = 1e-6
+KEY_DIGITS = 9
+MAX_LISTED = 5
+TIME_EPS = 1e-6
 
 
 class ShardError(OSError):
@@ -62,7 +62,7 @@ class ShardConfig:
             raise ValueError(f"audio_codec must be one of {list(AUDIO_CODECS)}, got {self.audio_codec!r}")
 
 
-def _members(data: bytes, where: str) -> dict[str, bytes]:
+def sample_members(data: bytes, where: str) -> dict[str, bytes]:
     """`{ext: bytes}` of the tar members of one sample (a byte range of a shard)."""
     out: dict[str, bytes] = {}
     try:
@@ -75,11 +75,11 @@ def _members(data: bytes, where: str) -> dict[str, bytes]:
     return out
 
 
-def _frame_name(clip: int, k: int) -> str:
+def frame_name(clip: int, k: int) -> str:
     return f"c{clip}.f{k:05d}.jpg"
 
 
-def _meta(members: dict[str, bytes], where: str) -> dict[str, Any]:
+def sample_meta(members: dict[str, bytes], where: str) -> dict[str, Any]:
     try:
         return json.loads(members["json"])
     except KeyError as e:
@@ -88,9 +88,9 @@ def _meta(members: dict[str, bytes], where: str) -> dict[str, Any]:
         raise ShardError(f"{where}: bad json member ({e})") from e
 
 
-def _index_name(shard_name: str) -> str:
+def index_name(shard_name: str) -> str:
     return shard_name[: -len(".tar")] + ".json"
 
 
-def _shard_name(i: int) -> str:
+def shard_file_name(i: int) -> str:
     return f"shard-{i:06d}.tar"

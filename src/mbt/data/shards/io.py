@@ -1,4 +1,4 @@
-"""Reading a shard folder on local disk or at an fsspec URL: whole files, byte ranges, tar members, and
+"""Reading a shard folder on local disk or at a URL (`remote`): whole files, byte ranges, tar members, and
 `ShardSet`, a finished folder checked against its manifest."""
 
 from __future__ import annotations
@@ -14,75 +14,64 @@ from typing import Any
 from ..annotations import Annotations, Item, Problem
 from ..config import DataConfig
 from ..dataset import Split
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PLAN, REPORT, ShardError, _index_name
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART, PLAN, REPORT, ShardError, index_name
+from .remote import ReadConfig, file_size, is_url, open_sequential, read_range
 
 
 def _join(location: str, name: str) -> str:
-    return f"{location.rstrip('/')}/{name}" if _is_url(location) else os.path.join(location, name)
+    return f"{location.rstrip('/')}/{name}" if is_url(location) else os.path.join(location, name)
 
 
-def _fsspec() -> Any:
-    try:
-        import fsspec
-    except ImportError as e:  # pragma: no cover - fsspec comes with torch
-        raise ImportError("reading shards from a URL needs fsspec: pip install 'mbt[shards]'") from e
-    return fsspec
-
-
-def _url_fs(url: str) -> tuple[Any, str]:
-    return _fsspec().core.url_to_fs(url)
-
-
-def _read_bytes(url: str) -> bytes:
-    if _is_url(url):
-        fs, path = _url_fs(url)
-        return fs.cat_file(path)
+def _read_bytes(url: str, read: ReadConfig) -> bytes:
+    if is_url(url):
+        return read_range(url, 0, None, read)
     with open(url, "rb") as f:
         return f.read()
 
 
-def _read_json(url: str) -> Any:
+def _read_json(url: str, read: ReadConfig) -> Any:
     try:
-        return json.loads(_read_bytes(url))
+        return json.loads(_read_bytes(url, read))
     except json.JSONDecodeError as e:
         raise ShardError(f"{url}: not valid JSON ({e}); a partially written file?") from e
 
 
-def _open_stream(url: str) -> Any:
-    """A binary file object for sequential reading (local file or fsspec URL)."""
-    if _is_url(url):
-        return _fsspec().open(url, "rb").open()
+def open_stream(url: str, read: ReadConfig) -> Any:
+    """A binary file object for sequential reading (local file, or a URL read ahead with retries)."""
+    if is_url(url):
+        return open_sequential(url, read)
     return open(url, "rb", buffering=1 << 20)
 
 
-class _RangeReader:
-    """Byte ranges of shard files, one read per sample; checks each file's size against the
-    manifest the first time it is opened in a process. Open files are kept (LRU) per process."""
+_STALE = ("the manifest's size: partially written or changed since `mbt data prepare` finished; prepare the "
+          "shards again")
 
-    def __init__(self, sizes: dict[str, int], max_open: int = 64) -> None:
-        self.sizes, self.max_open = sizes, max_open
+
+class RangeReader:
+    """Byte ranges of shard files, one read per sample; checks each file's size against `sizes` (the
+    manifest's) the first time it is opened in a process, `stale` saying what a difference means. Open
+    files are kept (LRU) per process."""
+
+    def __init__(self, sizes: dict[str, int], read: ReadConfig, max_open: int = 64, stale: str = _STALE) -> None:
+        self.sizes, self.read_cfg, self.max_open, self.stale = sizes, read, max_open, stale
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._pid = os.getpid()
         self._checked: set[str] = set()
 
     def _check(self, url: str, size: int) -> None:
         if size != self.sizes[url]:
-            raise ShardError(f"{url}: {size} bytes, the manifest says {self.sizes[url]}: partially written or "
-                             "changed since `mbt data prepare` finished; prepare the shards again")
+            raise ShardError(f"{url}: {size} bytes, expected {self.sizes[url]}: {self.stale}")
         self._checked.add(url)
 
     def read(self, url: str, offset: int, length: int) -> bytes:
         if os.getpid() != self._pid:  # a forked loader worker: descriptors are the parent's
             self._fds, self._pid = OrderedDict(), os.getpid()
-        if _is_url(url):
-            fs, path = _url_fs(url)
+        if is_url(url):
             if url not in self._checked:
-                self._check(url, int(fs.size(path)))
-            data = fs.cat_file(path, start=offset, end=offset + length)
+                size = file_size(url, self.read_cfg)
+                if size is not None:  # a server that does not say: the length check below still holds
+                    self._check(url, size)
+            data = read_range(url, offset, offset + length, self.read_cfg)
         else:
             fd = self._fds.pop(url, None)
             if fd is None:
@@ -101,17 +90,18 @@ class _RangeReader:
         return data
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sizes": self.sizes, "max_open": self.max_open}
+        return {"sizes": self.sizes, "read": self.read_cfg, "max_open": self.max_open, "stale": self.stale}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sizes"], state["max_open"])  # type: ignore[misc]
+        self.__init__(state["sizes"], state["read"], state["max_open"], state["stale"])  # type: ignore[misc]
 
 
 class ShardSet:
     """A finished shard folder (local path or fsspec URL): its manifest, and on demand the
-    per-sample index and the report of videos left out."""
+    per-sample index and the report of videos left out. `read`: how URLs are read (retries)."""
 
-    def __init__(self, location: str | os.PathLike[str]) -> None:
+    def __init__(self, location: str | os.PathLike[str], read: ReadConfig | None = None) -> None:
+        self.read = read or ReadConfig()
         location = os.fspath(location)
         if location.endswith(MANIFEST):
             location = location[: -len(MANIFEST)].rstrip("/") or "."
@@ -139,15 +129,23 @@ class ShardSet:
     def _load_manifest(self) -> dict[str, Any]:
         url = _join(self.location, MANIFEST)
         try:
-            manifest = _read_json(url)
-        except FileNotFoundError as e:
+            manifest = _read_json(url, self.read)
+        except (FileNotFoundError, NotADirectoryError) as e:
             hint = ""
-            if not _is_url(self.location) and os.path.isdir(self.location):
+            if not is_url(self.location) and os.path.exists(os.path.join(self.location, PART)):
+                hint = (": a part of a preparation split over machines (part.json); merge all parts into one "
+                        "folder with `mbt data merge PART_DIRS... --out DIR`")
+            elif not is_url(self.location) and os.path.isdir(self.location):
                 tars = [n for n in os.listdir(self.location) if n.endswith((".tar", ".tmp"))]
-                plan = os.path.exists(os.path.join(self.location, PLAN))
-                if tars or plan:
+                if os.path.exists(os.path.join(self.location, PLAN)):  # written first by every prepare run
                     hint = (f": the `mbt data prepare` run writing this folder did not finish ({len(tars)} shard "
                             "file(s) present); run the same command again to complete it")
+                elif tars:
+                    hint = (f": {len(tars)} tar file(s) but not written by `mbt data prepare` (no {PLAN}); "
+                            "WebDataset tars of media and labels are read with dataset.format='webdataset'")
+            elif self.location.endswith(".tar") or "{" in self.location:
+                hint = (": a tar file or list, not a shard folder; WebDataset tars of media and labels are read with "
+                        "dataset.format='webdataset'")
             raise ShardError(f"{url}: no manifest{hint or ' (not a shard folder?)'}") from e
         if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
             raise ShardError(f"{url}: not an {FORMAT_NAME} v{FORMAT_VERSION} manifest")
@@ -184,19 +182,19 @@ class ShardSet:
     def index(self) -> list[dict[str, Any]]:
         """Every sample's index record (shard number added), in annotation order."""
         def load(i: int) -> list[dict[str, Any]]:
-            side = _read_json(_join(self.location, _index_name(self.names[i])))
+            side = _read_json(_join(self.location, index_name(self.names[i])), self.read)
             if len(side["samples"]) != self.counts[i]:
                 raise ShardError(f"{self.urls[i]}: index lists {len(side['samples'])} samples, the manifest "
                                  f"{self.counts[i]}")
             return [{**s, "shard": i} for s in side["samples"]]
 
-        with ThreadPoolExecutor(16 if _is_url(self.location) else 1) as pool:
+        with ThreadPoolExecutor(16 if is_url(self.location) else 1) as pool:
             records = [r for part in pool.map(load, range(len(self.names))) for r in part]
         return sorted(records, key=lambda r: r["index"])
 
     def report(self) -> dict[str, Any]:
         """report.json: videos left out (with reasons) and skipped annotation rows."""
-        return _read_json(_join(self.location, REPORT))
+        return _read_json(_join(self.location, REPORT), self.read)
 
     def annotations(self, records: list[dict[str, Any]] | None = None) -> Annotations:
         """The stored items as `Annotations` (labels, ids, sources; `extra['shard']` locates each)."""
@@ -215,11 +213,11 @@ class ShardSet:
                            problems=problems, format="shards", sources=(self.location,))
 
 
-def open_shards(location: str | os.PathLike[str] | ShardSet) -> ShardSet:
-    """The finished shard folder at `location` (a folder, its manifest.json, or an fsspec URL)."""
-    return location if isinstance(location, ShardSet) else ShardSet(location)
+def open_shards(location: str | os.PathLike[str] | ShardSet, read: ReadConfig | None = None) -> ShardSet:
+    """The finished shard folder at `location` (a folder, its manifest.json, or a URL)."""
+    return location if isinstance(location, ShardSet) else ShardSet(location, read)
 
 
-def load_shard_annotations(location: str | os.PathLike[str]) -> Annotations:
+def load_shard_annotations(location: str | os.PathLike[str], read: ReadConfig | None = None) -> Annotations:
     """The annotations stored in a shard folder (what the trainer derives the label space from)."""
-    return open_shards(location).annotations()
+    return open_shards(location, read).annotations()

@@ -20,9 +20,10 @@ from ..config import DataConfig
 from ..dataset import MODALITIES, Split, check_modalities, item_seed
 from ..decode import DecodeError
 from ..loader import AVLoader, worker_init
-from .dataset import _SampleDecoder
-from .format import ShardError, _meta
-from .io import ShardSet, _open_stream, open_shards
+from .dataset import SampleDecoder
+from .format import ShardError, sample_meta
+from .io import ShardSet, open_shards, open_stream
+from .remote import ReadConfig
 
 
 def _shard_rng(seed: int, *ids: int) -> np.random.Generator:
@@ -72,9 +73,10 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 256,
         rank: int | None = None,
         world_size: int | None = None,
+        read: ReadConfig | None = None,
     ) -> None:
         check_modalities(modalities)
-        self.shards = open_shards(shards)
+        self.shards = open_shards(shards, read)
         self.shards.check(cfg, split, modalities)
         if rank is None or world_size is None:
             initialised = dist.is_available() and dist.is_initialized()
@@ -99,7 +101,7 @@ class ShardStream(IterableDataset):
         self.start_unit = 0
         """Units of the current epoch this rank has already consumed (resuming a run): they
         are passed over without decoding. Training only."""
-        self._decode = _SampleDecoder(self.shards, cfg, split, modalities)
+        self._decode = SampleDecoder(self.shards, cfg, split, modalities)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -152,7 +154,7 @@ class ShardStream(IterableDataset):
         url, expected = self.shards.urls[shard], self.shards.counts[shard]
         count, key, members = 0, None, {}
         try:
-            with _open_stream(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            with open_stream(url, self.shards.read) as f, tarfile.open(fileobj=f, mode="r|") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
@@ -191,7 +193,7 @@ class ShardStream(IterableDataset):
         yield from buffer
 
     def _items(self, where: str, members: dict[str, bytes], epoch: int) -> Iterator[dict[str, Any] | SkippedItem]:
-        meta = _meta(members, where)
+        meta = sample_meta(members, where)
         label = torch.zeros(self.num_classes, dtype=torch.float32)
         label[list(meta["labels"])] = 1.0
         for view in range(self.views):

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tarfile
 import time
 from collections.abc import Callable
@@ -28,22 +29,24 @@ from ..dataset import AVDataset, ClipError
 from ..decode import DecodeError, probe, read_audio, read_clip
 from ..views import centre_range
 from .format import (
-    _KEY_DIGITS,
-    _MAX_LISTED,
-    _TIME_EPS,
     AUDIO_CODECS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    KEY_DIGITS,
     MANIFEST,
+    MAX_LISTED,
+    PART,
     PLAN,
     RECIPE_FIELDS,
     REPORT,
+    TIME_EPS,
     ShardConfig,
-    _frame_name,
-    _index_name,
-    _shard_name,
+    ShardError,
+    frame_name,
+    index_name,
+    shard_file_name,
 )
-from .io import _is_url
+from .remote import is_url
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -106,7 +109,7 @@ def _clips(ds: AVDataset, item: Item, shard_cfg: ShardConfig) -> list[dict[str, 
         c_min, c_max = max(lo, h), max(hi, h)
         step = 1.0 / (rate * shard_cfg.frame_oversample)
         first = c_min - reach
-        count = math.ceil((c_max + reach - first) / step - _TIME_EPS) + 1
+        count = math.ceil((c_max + reach - first) / step - TIME_EPS) + 1
         return [{"centre_min": c_min, "centre_max": c_max, "frame_start": first, "frame_step": step,
                  "frames": count, "audio_start": max(c_min - a / 2, 0.0), "audio_seconds": c_max - c_min + a}]
     generator = torch.Generator()  # unused outside training
@@ -144,7 +147,7 @@ def _encode_item(plan: _Plan, item: Item, key: str, index: int) -> tuple[list[tu
                                 resize_short_side=cfg.min_resize)
             audio, has_audio = decoded.audio, decoded.has_audio
             frame_size = list(decoded.rgb.shape[1:3])
-            members += [(_frame_name(c, k), _encode_jpeg(f, sc.jpeg_quality)) for k, f in enumerate(decoded.rgb)]
+            members += [(frame_name(c, k), _encode_jpeg(f, sc.jpeg_quality)) for k, f in enumerate(decoded.rgb)]
         else:
             audio, has_audio = _audio_window(item.path, clip["audio_start"], audio_seconds, cfg)
         clip["audio_samples"] = int(audio.shape[0])
@@ -160,7 +163,7 @@ def _encode_item(plan: _Plan, item: Item, key: str, index: int) -> tuple[list[tu
 
 def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
     """Write shard `shard` (atomically: the tar, then its index); returns the index."""
-    name = _shard_name(shard)
+    name = shard_file_name(shard)
     path = os.path.join(plan.out, name)
     records: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -171,7 +174,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for i in plan.shard_items(shard):
                 item, index = plan.dataset.items[i], plan.keys[i]
-                key = f"{index:0{_KEY_DIGITS}d}"
+                key = f"{index:0{KEY_DIGITS}d}"
                 try:
                     members, meta = _encode_item(plan, item, key, index)
                 except (DecodeError, OSError) as e:
@@ -195,7 +198,7 @@ def _write_shard(plan: _Plan, shard: int) -> dict[str, Any]:
 
     atomic_write(path, write)  # a killed run leaves no partial shard under the shard's name
     index = {"shard": name, "bytes": size, "samples": records, "bad": bad}
-    atomic_write(os.path.join(plan.out, _index_name(name)), _json_bytes(index))
+    atomic_write(os.path.join(plan.out, index_name(name)), _json_bytes(index))
     return index
 
 
@@ -215,9 +218,9 @@ def _write_shard_in_worker(shard: int) -> dict[str, Any]:
 
 def _finished_index(out: str, shard: int) -> dict[str, Any] | None:
     """The index of a completely written shard, or None (missing, or its tar does not match)."""
-    name = _shard_name(shard)
+    name = shard_file_name(shard)
     try:
-        with open(os.path.join(out, _index_name(name))) as f:
+        with open(os.path.join(out, index_name(name))) as f:
             index = json.load(f)
         return index if os.path.getsize(os.path.join(out, name)) == index["bytes"] else None
     except (OSError, ValueError, KeyError):
@@ -248,9 +251,9 @@ def _clear(out: str) -> None:
     for name in os.listdir(out):
         temporary = re.fullmatch(r"\.(.+)\.\d+\.tmp", name)  # left by a killed atomic_write
         base = temporary.group(1) if temporary else name
-        ours = base in (MANIFEST, PLAN, REPORT) or (base.startswith("shard-") and
+        ours = base in (MANIFEST, PLAN, REPORT, PART) or (base.startswith("shard-") and
                                                      base.endswith((".tar", ".json", ".tmp")))
-        if ours or name in (MANIFEST + ".tmp", PLAN + ".tmp", REPORT + ".tmp"):
+        if ours or name in (MANIFEST + ".tmp", PLAN + ".tmp", REPORT + ".tmp", PART + ".tmp"):
             os.remove(os.path.join(out, name))
 
 
@@ -264,18 +267,27 @@ def prepare_shards(
     skip_bad: bool = False,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    part: int = 0,
+    num_parts: int = 1,
 ) -> dict[str, Any]:
     """Write `annotations` as shards into the local folder `out` (module docstring); returns the
     report (counts, videos left out). Re-running on a folder an interrupted run left resumes it.
-    `progress(done, total)` is called after each shard."""
+    `progress(done, total)` is called after each shard.
+
+    Across machines: with `num_parts` > 1 this run writes only part `part` (0-based) of the shards,
+    shards `part::num_parts` of the whole run's (same numbers, same bytes), and `part.json` instead of
+    a manifest; `merge_parts` then makes the finished folder, equal to a run in one go."""
     sc = shard_cfg or ShardConfig()
     out = os.fspath(out)
-    if _is_url(out):
+    if not 0 <= part < num_parts:
+        raise ValueError(f"part {part} must be in 0 .. num_parts - 1 = {num_parts - 1}")
+    if is_url(out):
         raise ValueError(f"{out}: write shards to a local folder, then copy it to object storage")
     os.makedirs(out, exist_ok=True)
-    if os.path.exists(os.path.join(out, MANIFEST)):
+    finished = [n for n in (MANIFEST, PART) if os.path.exists(os.path.join(out, n))]
+    if finished:
         if not overwrite:
-            raise FileExistsError(f"{out}: already holds finished shards ({MANIFEST}); choose another folder or "
+            raise FileExistsError(f"{out}: already holds finished shards ({finished[0]}); choose another folder or "
                                   "pass --overwrite")
         _clear(out)
     tic = time.perf_counter()
@@ -285,6 +297,8 @@ def prepare_shards(
     order = np.random.default_rng(sc.seed).permutation(len(ds.items)).tolist()
     plan = _Plan(ds, sc, out, order, keys, skip_bad)
     record = _plan_record(plan, annotations)
+    if num_parts > 1:
+        record["part"] = {"index": part, "count": num_parts}
     plan_path = os.path.join(out, PLAN)
     resumed = os.path.exists(plan_path)
     if resumed:
@@ -300,15 +314,16 @@ def prepare_shards(
     for name in os.listdir(out):
         if name.endswith(".tmp"):
             os.remove(os.path.join(out, name))
+    mine = list(range(part, plan.num_shards, num_parts))
     indexes: dict[int, dict[str, Any]] = {}
-    for shard in range(plan.num_shards):
+    for shard in mine:
         index = _finished_index(out, shard)
         if index is not None:
             indexes[shard] = index
     kept = len(indexes)
-    todo = [s for s in range(plan.num_shards) if s not in indexes]
+    todo = [s for s in mine if s not in indexes]
     if progress:
-        progress(kept, plan.num_shards)
+        progress(kept, len(mine))
     if workers > 1 and len(todo) > 1:
         import multiprocessing
 
@@ -316,50 +331,149 @@ def prepare_shards(
             for index in pool.imap_unordered(_write_shard_in_worker, todo):
                 indexes[int(index["shard"][6:12])] = index
                 if progress:
-                    progress(len(indexes), plan.num_shards)
+                    progress(len(indexes), len(mine))
     else:
         for shard in todo:
             indexes[shard] = _write_shard(plan, shard)
             if progress:
-                progress(len(indexes), plan.num_shards)
+                progress(len(indexes), len(mine))
 
-    shards = [indexes[s] for s in range(plan.num_shards)]
-    left_out = [{"path": path, "source": "", "line": 0, "reason": reason} for path, reason in ds.dropped]
-    left_out += [b for s in shards for b in s["bad"]]
-    written = sum(len(s["samples"]) for s in shards)
-    report = {
-        "out": out,
-        "mode": sc.mode,
-        "items": len(annotations.items),
-        "written": written,
-        "left_out": len(left_out),
-        "missing_files": len(ds.dropped),
-        "unreadable": len(left_out) - len(ds.dropped),
-        "without_audio": sum(1 for s in shards for r in s["samples"] if not r["has_audio"]),
-        "annotation_rows_skipped": len(annotations.problems),
-        "shards": plan.num_shards,
-        "shards_kept_from_interrupted_run": kept if resumed else 0,
-        "bytes": sum(s["bytes"] for s in shards),
-        "seconds": time.perf_counter() - tic,
-        "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:_MAX_LISTED]],
-    }
-    atomic_write(os.path.join(out, REPORT), _json_bytes({
-        "left_out": left_out,
-        "annotation_rows_skipped": [list(p) for p in annotations.problems],
-    }))
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+    header = _header(plan, annotations)
+    if num_parts > 1:
+        atomic_write(os.path.join(out, PART), _json_bytes({
+            "part": part, "num_parts": num_parts, "num_shards": plan.num_shards, "shards": mine,
+            "plan": record, "header": header}))
+        shards = [indexes[s] for s in mine]
+        written = sum(len(s["samples"]) for s in shards)
+        return {"out": out, "mode": sc.mode, "part": part, "num_parts": num_parts, "items": len(order),
+                "written": written, "shards": len(mine), "shards_kept_from_interrupted_run": kept if resumed else 0,
+                "bytes": sum(s["bytes"] for s in shards), "seconds": time.perf_counter() - tic,
+                "left_out": sum(len(s["bad"]) for s in shards)}
+    report = _finish(out, header, [indexes[s] for s in range(plan.num_shards)], tic)
+    report["shards_kept_from_interrupted_run"] = kept if resumed else 0
+    return report
+
+
+def _header(plan: _Plan, annotations: Annotations) -> dict[str, Any]:
+    """What the manifest and report take from the annotations and the run, besides the shards."""
+    ds, sc = plan.dataset, plan.shard_cfg
+    return json.loads(json.dumps({
         "mode": sc.mode,
         "modalities": list(sc.modalities),
-        "recipe": _recipe(cfg, sc.mode),
+        "recipe": _recipe(ds.cfg, sc.mode),
         "window_seconds": ds.window_seconds,
         "storage": {k: v for k, v in dataclasses.asdict(sc).items() if k not in ("mode", "modalities")},
         "classes": {"names": annotations.class_names, "multi_label": annotations.multi_label,
                     "class_splits": list(annotations.class_splits), "split_names": list(annotations.split_names)},
         "annotations": {"format": annotations.format, "sources": list(annotations.sources)},
+        "items": len(annotations.items),
+        "missing": [{"path": path, "source": "", "line": 0, "reason": reason} for path, reason in ds.dropped],
+        "annotation_rows_skipped": [list(p) for p in annotations.problems],
+    }))
+
+
+def _finish(out: str, header: dict[str, Any], shards: list[dict[str, Any]], tic: float) -> dict[str, Any]:
+    """Write report.json and, last, manifest.json of a folder whose shards (their indexes) are all
+    written; returns the report."""
+    left_out = header["missing"] + [b for s in shards for b in s["bad"]]
+    written = sum(len(s["samples"]) for s in shards)
+    report = {
+        "out": out,
+        "mode": header["mode"],
+        "items": header["items"],
+        "written": written,
+        "left_out": len(left_out),
+        "missing_files": len(header["missing"]),
+        "unreadable": len(left_out) - len(header["missing"]),
+        "without_audio": sum(1 for s in shards for r in s["samples"] if not r["has_audio"]),
+        "annotation_rows_skipped": len(header["annotation_rows_skipped"]),
+        "shards": len(shards),
+        "shards_kept_from_interrupted_run": 0,
+        "bytes": sum(s["bytes"] for s in shards),
+        "seconds": time.perf_counter() - tic,
+        "first_left_out": [f"{b['path']}: {b['reason']}" for b in left_out[:MAX_LISTED]],
+    }
+    atomic_write(os.path.join(out, REPORT), _json_bytes({
+        "left_out": left_out,
+        "annotation_rows_skipped": header["annotation_rows_skipped"],
+    }))
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        **{k: header[k] for k in ("mode", "modalities", "recipe", "window_seconds", "storage", "classes",
+                                  "annotations")},
         "shards": [{"name": s["shard"], "samples": len(s["samples"]), "bytes": s["bytes"]} for s in shards],
-        "report": {k: v for k, v in report.items() if k not in ("out", "seconds", "first_left_out")},
+        "report": {k: v for k, v in report.items()
+                   if k not in ("out", "seconds", "first_left_out", "shards_kept_from_interrupted_run")},
     }
     atomic_write(os.path.join(out, MANIFEST), _json_bytes(manifest))
     return report
+
+
+def merge_parts(parts: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                overwrite: bool = False) -> dict[str, Any]:
+    """One finished shard folder `out` from the part folders of a preparation split over machines
+    (`prepare_shards(..., part=K, num_parts=N)`): every part of the same run present once, finished,
+    each shard's tar matching its index; the shards are hard-linked (copied across filesystems). The
+    result equals a run in one go (same shards, index, report and manifest)."""
+    tic = time.perf_counter()
+    out = os.fspath(out)
+    if is_url(out):
+        raise ValueError(f"{out}: merge into a local folder, then copy it to object storage")
+    infos: dict[int, tuple[str, dict[str, Any]]] = {}
+    for folder in map(os.fspath, parts):
+        path = os.path.join(folder, PART)
+        if not os.path.exists(path):
+            hint = (" (its run has not finished: run the same `mbt data prepare --part` command again)"
+                    if os.path.exists(os.path.join(folder, PLAN)) else " (not a part folder of `mbt data prepare "
+                                                                        "--part K --num-parts N`)")
+            raise ShardError(f"{folder}: no {PART}{hint}")
+        with open(path) as f:
+            info = json.load(f)
+        if info["part"] in infos:
+            raise ValueError(f"{folder}: part {info['part']} given twice (also {infos[info['part']][0]})")
+        infos[info["part"]] = (folder, info)
+    first_folder, first = next(iter(infos.values()))
+    for folder, info in infos.values():
+        plan = {k: v for k, v in info["plan"].items() if k != "part"}
+        reference = {k: v for k, v in first["plan"].items() if k != "part"}
+        changed = sorted(k for k in set(plan) | set(reference) if plan.get(k) != reference.get(k))
+        if changed or info["num_parts"] != first["num_parts"] or info["header"] != first["header"]:
+            what = ", ".join(changed) or "num_parts or annotations"
+            raise ValueError(f"{folder}: a part of a different preparation than {first_folder} ({what} differ): "
+                             "every part must run the same command on the same annotations and media")
+    missing = sorted(set(range(first["num_parts"])) - set(infos))
+    if missing:
+        raise ValueError(f"parts {missing} of {first['num_parts']} not given (have {sorted(infos)})")
+    os.makedirs(out, exist_ok=True)
+    inside = [folder for folder, _ in infos.values() if os.path.samefile(folder, out)]
+    if inside:
+        raise ValueError(f"{out}: is the part folder {inside[0]}; merge into a new folder")
+    if os.path.exists(os.path.join(out, MANIFEST)):
+        if not overwrite:
+            raise FileExistsError(f"{out}: already holds finished shards ({MANIFEST}); choose another folder or "
+                                  "pass --overwrite")
+        _clear(out)
+    owner = {s: folder for folder, info in infos.values() for s in info["shards"]}
+    indexes = []
+    for shard in range(first["num_shards"]):
+        index = _finished_index(owner[shard], shard)
+        if index is None:
+            raise ShardError(f"{os.path.join(owner[shard], shard_file_name(shard))}: missing, or its size differs from "
+                             "its index: the part's files were changed after it finished; prepare that part again")
+        for name in (shard_file_name(shard), index_name(shard_file_name(shard))):
+            _link_or_copy(os.path.join(owner[shard], name), os.path.join(out, name))
+        indexes.append(index)
+    atomic_write(os.path.join(out, PLAN), _json_bytes({k: v for k, v in first["plan"].items() if k != "part"}))
+    report = _finish(out, first["header"], indexes, tic)
+    report["parts"] = len(infos)
+    return report
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.exists(dst):
+        os.remove(dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
