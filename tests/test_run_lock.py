@@ -7,9 +7,11 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,6 +65,34 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mbt.train"), run_lock(tmp_path / "run"):
         assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert f"taking over the lock of a run that ended without releasing it (pid {proc.pid}" in caplog.text
+
+
+def _hold_with_a_worker(root, locked, worker_pid) -> None:
+    """Hold the lock, fork a 'loader worker' that outlives this process, then die without releasing."""
+    with run_lock(root):
+        pid = os.fork()
+        if pid == 0:  # the worker: sleeps on, as an orphaned DataLoader worker does for a while
+            time.sleep(60)
+            os._exit(0)
+        worker_pid.value = pid
+        locked.set()
+        time.sleep(60)
+
+
+def test_a_killed_runs_orphaned_worker_does_not_keep_the_folder_locked(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    locked, worker_pid = ctx.Event(), ctx.Value("i", 0)
+    proc = ctx.Process(target=_hold_with_a_worker, args=(tmp_path / "run", locked, worker_pid))
+    proc.start()
+    assert locked.wait(60)
+    proc.kill()  # the run dies; its worker lives on
+    proc.join(60)
+    try:
+        os.kill(worker_pid.value, 0)  # still alive
+        with run_lock(tmp_path / "run"):  # the restart gets the folder
+            assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        os.kill(worker_pid.value, signal.SIGKILL)
 
 
 def test_a_stale_lock_file_with_a_dead_pid_is_taken_over(tmp_path, caplog):

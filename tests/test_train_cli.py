@@ -124,3 +124,21 @@ def test_corrupt_files_stop_or_are_skipped_and_counted(videos, tmp_path, capsys)
     results = json.loads((tmp_path / "skip/results.json").read_text())
     assert results["skipped"]["train_clips_unreadable"] == 1  # 9 videos, 3 steps of 3: each once
     assert results["test"]["num_skipped"] == 2 and results["test"]["num_examples"] == 8  # its 2 test views
+
+
+def test_a_run_that_reads_no_training_clip_fails(videos, tmp_path, capsys):
+    """skip_bad over a training set of nothing but corrupt files is an error, not a run that
+    'succeeds' with zero steps taken."""
+    root = tmp_path / "dead"
+    for k, label in enumerate(("tone", "tone", "quiet", "quiet")):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / f"broken{k}.mp4").write_bytes((videos / label / f"{label}1.mp4").read_bytes()[:300])
+    cfg = tiny_config("dataset.format=folder", f"dataset.train=[{root}]", "train.batch_size=4", "train.epochs=2",
+                      "dataset.skip_bad=true")
+    config = write_config(cfg, tmp_path / "cfg.yaml")
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no training clip could be read in 2 steps" in err and "4 distinct training files unreadable" in err
+    assert "2 step(s) without a readable clip not taken; first causes: " in err and "broken" in err
+    assert not (tmp_path / "run/results.json").exists()
+    assert "stopped: UnreadableDataError: no training clip could be read" in (tmp_path / "run/log.txt").read_text()

@@ -18,7 +18,7 @@ from mbt.train.checkpoint import load_checkpoint
 from mbt.train.data import check_same_classes, resolve_label_space
 from mbt.train.distributed import init_distributed
 from mbt.train.evaluate import evaluate
-from mbt.train.loop import NonFiniteLossError, Trainer, train
+from mbt.train.loop import NonFiniteLossError, Trainer, UnreadableDataError, train
 from mbt.train.metrics import classification_metrics
 from mbt.train.precision import resolve_amp
 from mbt.train.run_folder import RunFolder
@@ -115,13 +115,44 @@ def test_skipped_clips_are_counted_and_empty_batches_survive(tmp_path):
     assert "used 2 training clips decoded with concealed damage; first: video" in log_text
     assert "evaluated 2 test files decoded with concealed damage; first: test0.mp4: 1 decode error(s)" in log_text
 
-    bad = set(range(32))  # every micro-batch empty: zero-weight steps, nothing learnt, nothing crashes
+    bad = set(range(32))  # every clip unreadable: no step is taken, and a run that read nothing fails
     trainer = _trainer(tiny_config("train.batch_size=4", "train.epochs=1"), tmp_path / "all")
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train_set.__class__ = Broken
-    results = trainer.run()
-    assert results["skipped"]["train_clips_unreadable"] == 32
+    with pytest.raises(UnreadableDataError, match=r"no training clip could be read in 8 steps\. The run stopped: "
+                       r"32 distinct training files unreadable so far, 8 step\(s\) without a readable clip not "
+                       r"taken; first causes: video\d+\.mp4: broken"):
+        trainer.run()
     assert all(torch.equal(start[k], v) for k, v in trainer.model.state_dict().items())
+    assert not (tmp_path / "all/final").exists() and not (tmp_path / "all/results.json").exists()
+
+
+def test_unreadable_share_over_a_window_stops_the_run_and_empty_steps_are_not_taken(tmp_path):
+    """Storage that goes away after 3 steps: step 4 reads nothing and is not taken (momentum
+    would otherwise move the weights), step 5 brings the last 2 steps' unreadable share to 100%."""
+    cfg = tiny_config("train.epochs=3", "train.checkpoint_every=1", "train.unreadable_window=2",
+                      "train.max_unreadable_share=0.5", "dataset.skip_bad=true", "train.mixup_alpha=0")
+    trainer = _trainer(cfg, tmp_path)
+    reads = {"n": 0}
+
+    class Outage(type(trainer.train_set)):
+        def __getitem__(self, key):
+            reads["n"] += 1
+            if reads["n"] > 3 * 8:
+                return SkippedItem(key[1], f"http://server/video{key[1]}.mp4", "connection refused")
+            return super().__getitem__(key)
+
+    trainer.train_set.__class__ = Outage
+    with pytest.raises(UnreadableDataError, match=r"step 5: 16 of the 16 training clips of the last 2 steps \(100%\) "
+                       r"could not be read, above train.max_unreadable_share=0.5\. The run stopped: \d+ distinct "
+                       r"training files unreadable so far, 1 step\(s\) without a readable clip not taken; first "
+                       r"causes: http://server/video\d+\.mp4: connection refused"):
+        trainer.run()
+    latest, previous = (load_checkpoint(tmp_path / f"checkpoints/{n}.pt") for n in ("latest", "previous"))
+    assert (previous["step"], latest["step"]) == (3, 4) and latest["steps_without_clips"] == 1
+    for k, v in previous["model"].items():
+        assert torch.equal(v, latest["model"][k]), k
+    assert latest["clips_trained"] == 24 and not (tmp_path / "final").exists()
 
 
 def test_multi_clip_evaluation_averages_logits_per_video():

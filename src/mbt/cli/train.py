@@ -21,7 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML/JSON file with model/data/dataset/train sections")
     add_set_option(p)
     p.add_argument("--run-dir", help="run folder (default runs/<name>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR|auto",
+                   help="continue the run in RUN_DIR from its latest checkpoint; 'auto' (with --run-dir and the "
+                        "config options of the first start): continue the run of --run-dir when it holds a "
+                        "checkpoint, else start it, so the same command line serves torchrun restarts and "
+                        "requeued jobs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -35,7 +39,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from ..train.config import ExperimentConfig
     from ..train.presets import preset
 
-    if args.resume:
+    if args.resume and args.resume != "auto":
         if args.preset or args.config:
             raise ConfigError("--resume takes the config saved in the run folder; drop --preset/--config")
         saved = Path(args.resume) / "config.yaml"
@@ -69,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
         yaml.dump(cfg.to_dict(), sys.stdout, Dumper=ConfigDumper, sort_keys=False)  # read back by --config
         return 0
+    from ..models.config import ConfigError
     from ..train.loop import train
 
-    run_dir = args.resume or args.run_dir
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    auto = args.resume == "auto"
+    if auto and not args.run_dir:
+        raise ConfigError("--resume auto needs --run-dir: the folder to start, or continue, the run in")
+    run_dir = args.run_dir if auto else args.resume or args.run_dir
+    results = train(cfg, run_dir, resume="auto" if auto else bool(args.resume), progress=not args.no_progress)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -91,10 +91,14 @@ class _WithEpoch(Sampler[tuple[int, int]]):
 
 
 class AVLoader:
-    """Iterates batches of a DataLoader, counting skipped items and dropping batches left empty."""
+    """Iterates batches of a DataLoader, counting skipped items and dropping batches left empty
+    (kept with `keep_empty`: the trainer's micro-batches keep their place in the step, so every
+    process runs the same steps)."""
 
     def __init__(self, loader: DataLoader, sampler: _WithEpoch | StepBatchSampler) -> None:
         self.loader, self.sampler = loader, sampler
+        self.keep_empty = False
+        """Yield batches whose every item was skipped too (`batch_size` 0)."""
         self.skipped: list[tuple[str, str]] = []
         """(path, reason) of every item skipped so far (unreadable, with skip_bad)."""
         self.damaged: list[tuple[str, str]] = []
@@ -125,7 +129,7 @@ class AVLoader:
             self.skipped.extend(batch["skipped"])
             if any(batch.get("damage", ())):
                 self.damaged = once_per_file([*self.damaged, *damaged_in(batch)])
-            if batch["batch_size"]:
+            if batch["batch_size"] or self.keep_empty:
                 yield batch
 
 

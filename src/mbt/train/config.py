@@ -249,6 +249,13 @@ class TrainConfig:
     """Steps between validation passes; 0: at the end of every epoch (official)."""
     log_every: int = 50
     """Steps between training-metric log lines."""
+    max_unreadable_share: float = 0.5
+    """With `dataset.skip_bad`: stop the run (naming counts and the first causes) when more
+    than this share of the training clips of the last `unreadable_window` steps could not be
+    read, e.g. storage that went away; 1: never. (A step with no readable clip at all is
+    never taken, and a run that read none fails.)"""
+    unreadable_window: int = 100
+    """Steps over which `max_unreadable_share` is measured (from the first full window)."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and mixup (official `rng_seed`)."""
     num_workers: int = 8
@@ -288,6 +295,8 @@ class TrainConfig:
         check_range(self.eval_every, "eval_every", 0, 2**40)
         check_range(self.num_workers, "num_workers", 0, MAX_WORKERS)
         check_range(self.seed, "seed", 0, 2**63 - 1)
+        check_range(self.max_unreadable_share, "max_unreadable_share", 0.0, 1.0, float)
+        check_range(self.unreadable_window, "unreadable_window", 1, 2**40)
         if self.fsdp and self.clip_per_replica:
             raise ConfigError("clip_per_replica: not available with fsdp (gradients are reduced while sharded)")
         if self.batch_size % self.grad_accum_steps:

@@ -46,14 +46,29 @@ def init_distributed(device: str = "auto") -> Dist:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
+        timeout = timedelta(minutes=30)  # long enough for a full evaluation pass on rank 0
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
             rank=rank,
             world_size=world,
-            timeout=timedelta(minutes=30),  # long enough for a full evaluation pass on rank 0
+            timeout=timeout,
+            **_attempt_store(rank, world, timeout),
             **({"device_id": dev} if use_cuda else {}),
         )
     return Dist(rank, world, local_rank, dev)
+
+
+def _attempt_store(rank: int, world: int, timeout: timedelta) -> dict[str, Any]:
+    """Under torchrun, the job's store with keys of this attempt only (`TORCHELASTIC_RESTART_COUNT`):
+    after `--max-restarts` restarts the workers, the store still holds the addresses the killed
+    workers published, and gloo connects to those and fails. Empty outside torchrun (env://)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return {}
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 serves it
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent and rank == 0, timeout=timeout, multi_tenant=True)
+    return {"store": dist.PrefixStore(f"mbt/attempt-{attempt}", store)}
 
 
 def shutdown(d: Dist) -> None:
@@ -119,3 +134,21 @@ def full_state_dict(model: nn.Module, everywhere: bool = False) -> dict[str, tor
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not everywhere))
+
+
+def host_group(d: Dist) -> Any:
+    """The process group for small host-side values (counts): the default group when it is
+    gloo, else a new gloo group, so reading a count never waits for an accelerator's queue of
+    kernels. None when running alone. Collective (every process calls it)."""
+    if not d.enabled or dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def all_reduce_ints(values: list[int], d: Dist, group: Any = None) -> list[int]:
+    """Element-wise sums of `values` over processes (a host collective over `group`)."""
+    if not d.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t.tolist()

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..models.mbt import MBT
 from ..models.pretrained import read_config
-from .checkpoint import LATEST, PREVIOUS, load_resume_checkpoint
+from .checkpoint import LATEST, PREVIOUS, load_model_weights, load_resume_checkpoint
 from .distributed import Dist
 from .evaluate import json_safe
 
@@ -37,6 +37,22 @@ class RunLockedError(RuntimeError):
     """Another live run holds the run folder's lock; the message names it (pid, host, start time)."""
 
 
+_held_lock_fd: int | None = None
+"""The descriptor of the lock this process holds, closed in forked children (loader workers): a
+`flock` lives as long as any copy of its descriptor, so an orphaned worker of a killed run would
+otherwise keep the folder locked against the restart."""
+
+
+def _close_lock_in_child() -> None:
+    global _held_lock_fd
+    if _held_lock_fd is not None:
+        os.close(_held_lock_fd)  # the parent's copy keeps the lock
+        _held_lock_fd = None
+
+
+os.register_at_fork(after_in_child=_close_lock_in_child)
+
+
 @contextmanager
 def run_lock(root: str | Path, enabled: bool = True) -> Iterator[None]:
     """Hold `root/run.lock` while a run writes to `root` (the main process only: `enabled`).
@@ -48,7 +64,8 @@ def run_lock(root: str | Path, enabled: bool = True) -> Iterator[None]:
     log, so `--resume` after a crash or a requeue just works. On release the file is emptied (it
     is never removed: a run that opened it in the meantime must not lock a deleted file). File
     systems without `flock` across machines (Lustre without `-o flock`) cannot see a run on
-    another machine."""
+    another machine. Forked processes (loader workers) do not inherit it."""
+    global _held_lock_fd
     if not enabled:
         yield
         return
@@ -70,9 +87,11 @@ def run_lock(root: str | Path, enabled: bool = True) -> Iterator[None]:
                 "started": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:500]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        _held_lock_fd = fd
         try:
             yield
         finally:
+            _held_lock_fd = None
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the flock
@@ -94,6 +113,7 @@ class RunFolder:
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.log = self.root / "log.txt"
+        self.rank_logs = self.root / "logs"
         self.metrics = self.root / "metrics.jsonl"
         self.tensorboard = self.root / "tb"
         self.checkpoints = self.root / "checkpoints"
@@ -138,8 +158,9 @@ class MetricsLog:
 
 
 def setup_logging(folder: RunFolder, d: Dist) -> None:
-    """Log to stderr (through tqdm, so bars stay intact) and to log.txt, from rank 0 only."""
-    log.setLevel(logging.INFO if d.is_main else logging.WARNING)
+    """Log to stderr (through tqdm, so bars stay intact; other ranks: warnings only) and to
+    log.txt from rank 0; with several processes, each also to its own logs/rank<R>.txt."""
+    log.setLevel(logging.INFO)
     log.propagate = False
     for h in list(log.handlers):
         log.removeHandler(h)
@@ -150,11 +171,15 @@ def setup_logging(folder: RunFolder, d: Dist) -> None:
         def emit(self, record: logging.LogRecord) -> None:
             tqdm.write(self.format(record))
 
-    console = _TqdmHandler()
+    console = _TqdmHandler(logging.INFO if d.is_main else logging.WARNING)
     console.setFormatter(fmt)
     log.addHandler(console)
-    if d.is_main:
-        file = logging.FileHandler(folder.log)
+    files = [folder.log] if d.is_main else []
+    if d.enabled:
+        folder.rank_logs.mkdir(parents=True, exist_ok=True)
+        files.append(folder.rank_logs / f"rank{d.rank}.txt")
+    for path in files:
+        file = logging.FileHandler(path)
         file.setFormatter(fmt)
         log.addHandler(file)
 
@@ -193,7 +218,7 @@ def load_run_weights(
     choice, path = resolve_weights(run_dir, which)
     if choice == "latest":
         model = MBT(model_config)  # latest.pt, or previous.pt when latest is damaged (said in the log)
-        model.load_state_dict(load_resume_checkpoint(path.parent)[0]["model"])
+        load_model_weights(model, load_resume_checkpoint(path.parent)[0], path.parent)  # or its FSDP shards
         return choice, model
     return choice, MBT.from_pretrained(path)
 
