@@ -85,8 +85,10 @@ def test_a_killed_runs_orphaned_worker_does_not_keep_the_folder_locked(tmp_path)
     proc = ctx.Process(target=_hold_with_a_worker, args=(tmp_path / "run", locked, worker_pid))
     proc.start()
     assert locked.wait(60)
-    proc.kill()  # the run dies; its worker lives on
-    proc.join(60)
+    proc.kill()  # the run dies; its worker lives on (and holds the sentinel pipe join would wait on)
+    deadline = time.monotonic() + 60
+    while proc.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         os.kill(worker_pid.value, 0)  # still alive
         with run_lock(tmp_path / "run"):  # the restart gets the folder
