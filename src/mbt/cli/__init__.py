@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import bench, convert, data, demo, embed, explain, export, flops, predict, probe, train
@@ -37,7 +38,15 @@ def _version() -> str:
     return f"mbt {__version__}"
 
 
+def _note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+          line: str | None = None) -> str:
+    """Warnings as one line (`mbt: note: ...`), not the file and line of the library code."""
+    kind = "note" if category is UserWarning else category.__name__
+    return f"mbt: {kind}: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _note
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

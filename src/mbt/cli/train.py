@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
+        cfg, notes = _with_label_space(cfg)
+        for line in notes:
+            print(f"# {line}")
         yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
         return 0
     from ..train.loop import train
@@ -75,3 +78,19 @@ def run(args: argparse.Namespace) -> int:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
+
+
+def _with_label_space(cfg: Any) -> tuple[Any, list[str]]:
+    """The config the run will use: the label space (number of classes, multi-label, names)
+    from the training annotations, as `train` takes it; a note when they cannot be read yet."""
+    from ..train.data import load_split_annotations, resolve_label_space
+
+    if cfg.dataset.format == "synthetic":
+        return cfg, []
+    try:
+        annotations = load_split_annotations(cfg, "train")
+    except (OSError, ValueError) as e:
+        return cfg, [f"label space not read from the training annotations ({e}): model.num_classes etc. as below"]
+    if annotations is None:
+        return cfg, ["no training annotations (dataset.train): model.num_classes etc. as below"]
+    return resolve_label_space(cfg, annotations)
