@@ -27,6 +27,7 @@ from ..data.config import DataConfig
 from ..io import atomic_write
 from ..models.config import PAPER_VIT, ConfigError, MBTConfig
 from ..overrides import OverrideError, coerce, parse_value
+from .loggers import LOGGERS
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -215,6 +216,10 @@ class TrainConfig:
     """Steps between validation passes; 0: at the end of every epoch (official)."""
     log_every: int = 50
     """Steps between training-metric log lines."""
+    loggers: tuple[str, ...] = ()
+    """Where metrics go besides metrics.jsonl and curves.png (always written): any of 'csv'
+    (metrics.csv), 'tensorboard' (tb/; also unasked when installed), 'wandb', 'mlflow'
+    (optional extras: `pip install 'mbt[wandb]'`); see `mbt.train.loggers`."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and mixup (official `rng_seed`)."""
     num_workers: int = 8
@@ -224,6 +229,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
+        self.loggers = (self.loggers,) if isinstance(self.loggers, str) else tuple(self.loggers)
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"loggers: unknown {unknown}; expected some of {list(LOGGERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
         if self.amp not in AMP_MODES:

@@ -17,7 +17,8 @@ Run folder:
     config.yaml          the resolved ExperimentConfig (enough to resume)
     log.txt              the log
     metrics.jsonl        one JSON record per train log line / evaluation
-    tb/                  TensorBoard events (when tensorboard is installed)
+    curves.png           loss, learning rate and validation metrics, redrawn as the run goes
+    tb/                  TensorBoard events (when tensorboard is installed); metrics.csv etc.: train.loggers
     checkpoints/latest.pt the last checkpoint; previous.pt the one before (checksummed, see checkpoint.py)
     best/                best validation model (save_pretrained format)
     final/               final model (save_pretrained format)
@@ -215,7 +216,7 @@ class Trainer:
             net = self.ddp
         self.compile_mode = resolve_compile(tc.compile, d.device)
         self.net = net if self.compile_mode is None else torch.compile(net, mode=self.compile_mode)
-        self.metrics_log = MetricsLog(folder, d.is_main)
+        self.metrics_log = MetricsLog(folder, d.is_main, tc.loggers, cfg.to_dict())
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
