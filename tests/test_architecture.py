@@ -213,3 +213,26 @@ def test_lazy_package_attributes_are_listed_and_resolve():
     assert callable(mbt.train.preset) and mbt.data.DataConfig.__name__ == "DataConfig"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = mbt.nope
+
+
+def test_every_command_has_a_description_and_every_option_help():
+    """`mbt <verb> --help` says what the verb does and what each of its options means."""
+    import argparse
+
+    from mbt.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if not (sub.description or "").strip():
+                        missing.append(f"{path} {name}: no description")
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and (
+                    not (action.help or "").strip() or action.help == argparse.SUPPRESS):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}: no help")
+
+    walk(build_parser(), "mbt")
+    assert not missing, "\n".join(missing)

@@ -44,10 +44,30 @@ def example_inputs(model: MBT, batch: int = 2) -> tuple[Tensor, ...]:
     return tuple(torch.zeros(shapes[m]) for m in cfg.modalities)
 
 
-def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx") -> str:
-    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program."""
-    if format not in FORMATS:
+EXTENSIONS = {".onnx": "onnx", ".pt2": "pt2"}
+"""The file extension of each export format."""
+
+
+def export_format(out: str | os.PathLike, format: str | None = None) -> str:
+    """The format to write `out` in: `format`, else the one its extension names. The extension
+    must be that format's: a `.tflite` (or any other) file is refused rather than written as ONNX."""
+    ext = os.path.splitext(os.fspath(out))[1].lower()
+    known = ", ".join(f"{e} ({f})" for e, f in EXTENSIONS.items())
+    if format is not None and format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {list(FORMATS)}")
+    if ext not in EXTENSIONS:
+        raise ValueError(f"{os.fspath(out)}: mbt exports {known}, not {ext or 'a file without extension'}; "
+                         "convert the ONNX file with that format's own tools")
+    if format is not None and EXTENSIONS[ext] != format:
+        raise ValueError(f"{os.fspath(out)}: a {ext} file is not {format}; name it *"
+                         f"{next(e for e, f in EXTENSIONS.items() if f == format)} or drop the format")
+    return EXTENSIONS[ext]
+
+
+def export_model(model: MBT, out: str | os.PathLike, format: str | None = None) -> str:
+    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program
+    (`format`, else from the extension of `out`: .onnx, .pt2)."""
+    format = export_format(out, format)
     out = os.fspath(out)
     module = LogitsModule(model.cpu().float()).eval()
     inputs = example_inputs(model)
@@ -87,8 +107,10 @@ def torch_default_onnx_exporter() -> str:
     return "dynamo" if (major, minor) >= (2, 9) else "torchscript"
 
 
-def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx") -> str:
-    """Export the model saved in `model_dir` (`save_pretrained`'s folder)."""
+def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str | None = None) -> str:
+    """Export the model saved in `model_dir` (`save_pretrained`'s folder, a run folder or
+    `hf-hub:org/name`); the format from the extension of `out` unless given."""
     from .weights import load_pretrained
 
+    format = export_format(out, format)  # before loading: a wrong name costs nothing
     return export_model(load_pretrained(model_dir), out, format)
