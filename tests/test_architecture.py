@@ -21,7 +21,7 @@ LAYERS = {
     "mbt.weights": 3,
     "mbt.train": 4,
     "mbt.inference": 5, "mbt.embed_dataset": 5, "mbt.probe": 5, "mbt.timeline": 5, "mbt.export": 5,
-    "mbt.visualize": 5,
+    "mbt.visualize": 5, "mbt.api": 5,
     "mbt.demo": 6,
     "mbt.bench": 7, "mbt.bench_cases": 7,
     "mbt.cli": 8,

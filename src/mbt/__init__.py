@@ -10,13 +10,21 @@ _EXPORTS = {
     "MBTConfig": ".models",
     "MBTOutput": ".models",
     "Predictor": ".inference",
-    "embed": ".inference",
-    "explain": ".inference",
     "from_scenic": ".weights",
     "load_pretrained": ".weights",
-    "predict": ".inference",
     "save_pretrained": ".weights",
     "to_scenic": ".weights",
+    # the command's verbs, with its options' names (mbt.api); train, export, timeline and probe
+    # are also the modules that implement them, callable (mbt._lazy.callable_module)
+    "embed": ".api",
+    "evaluate": ".api",
+    "explain": ".api",
+    "predict": ".api",
+    "train": ".train",
+    "export": ".export",
+    "timeline": ".timeline",
+    "probe": ".probe",
 }
+_VERB_MODULES = ("train", "export", "timeline", "probe")
 __all__ = sorted([*_EXPORTS, "__version__"])
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _VERB_MODULES)

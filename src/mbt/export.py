@@ -19,6 +19,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ._lazy import callable_module
 from .models.mbt import MBT
 
 FORMATS = ("onnx", "pt2")
@@ -114,3 +115,6 @@ def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, form
 
     format = export_format(out, format)  # before loading: a wrong name costs nothing
     return export_model(load_pretrained(model_dir), out, format)
+
+
+callable_module(__name__, "mbt.api:export")  # mbt.export(model, out): the `mbt export` verb

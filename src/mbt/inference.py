@@ -239,13 +239,6 @@ class Predictor:
         return written
 
 
-def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int = 5, device: str = "cpu"
-            ) -> list[Prediction]:
-    """Predictions for video files with a saved model (see `Predictor.predict`)."""
-    predictor = Predictor(model, device=device)
-    return [predictor.predict(p, topk) for p in ([paths] if isinstance(paths, str) else paths)]
-
-
 def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "cpu") -> dict[str, np.ndarray]:
     """Per-modality embeddings [N, D] of media files (see `Predictor.embed`), `fused` [N, D] (the
     vector the head turns into the logits, from the modalities each file has), and a mask
@@ -258,9 +251,3 @@ def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "c
     out = {m: np.stack([r.get(m, missing) for r in rows]) for m in (*cfg.modalities, "fused")}
     out.update({f"has_{m}": np.array([m in r for r in rows]) for m in cfg.modalities})
     return out
-
-
-def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu",
-            start: float | None = None, target: str | int | None = None) -> list[Path]:
-    """Attention pictures for one video (see `Predictor.explain`)."""
-    return Predictor(model, device=device).explain(path, out_dir, start, target)

@@ -13,14 +13,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder for the PNG files")
     p.add_argument("--start", type=float, metavar="SECONDS",
                    help="explain the clip starting this many seconds into the file (default: the middle clip)")
-    p.add_argument("--class", dest="target", metavar="NAME|INDEX",
-                   help="weight the attention by the gradient of this class (default: plain attention)")
+    p.add_argument("--target", "--class", dest="target", metavar="NAME|INDEX",
+                   help="weight the attention by the gradient of this class (default: plain attention); "
+                        "--class is the older name")
     p.add_argument("--device", default="cpu", help="torch device to run the model on (cpu, cuda, cuda:1, ...)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import explain
+    from ..api import explain
 
     for path in explain(args.video, args.model, args.out, device=args.device, start=args.start, target=args.target):
         print(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ._options import add_set_option
@@ -31,22 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
-    from ..models.config import ConfigError
-    from ..train.config import ExperimentConfig
-    from ..train.presets import preset
+    from ..train.launch import resolve_experiment
 
-    if args.resume:
-        if args.preset or args.config:
-            raise ConfigError("--resume takes the config saved in the run folder; drop --preset/--config")
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: not a run folder (no config.yaml)")
-        cfg = ExperimentConfig.load(saved)
-    else:
-        cfg = preset(args.preset) if args.preset else ExperimentConfig()
-        if args.config:
-            cfg = ExperimentConfig.load(args.config, cfg)
-    return cfg.override(args.set) if args.set else cfg
+    return resolve_experiment(args.preset, args.config, args.set, args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train.loop import train
 
-    run_dir = args.resume or args.run_dir
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    results = train(cfg, args.resume or args.run_dir, resume=bool(args.resume), progress=not args.no_progress)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

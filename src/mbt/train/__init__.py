@@ -6,7 +6,7 @@ schedule, metrics, a resumable DDP training loop and multi-clip evaluation.
     results = train(cfg, "runs/as-mini")
 """
 
-from .._lazy import lazy_exports
+from .._lazy import callable_module, lazy_exports
 
 _EXPORTS = {
     "DatasetConfig": ".config",
@@ -36,3 +36,7 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+# mbt.train(preset=..., set=[...], run_dir=...): the `mbt train` verb
+callable_module(__name__, "mbt.train.launch:train")
