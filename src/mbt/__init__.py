@@ -2,7 +2,9 @@
 
 from ._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+"""The one version: the wheel's (pyproject reads it), `mbt --version`, `mbt_version` in saved
+models' config.json; CHANGELOG.md says what each one changed."""
 
 _EXPORTS = {
     "MBT": ".models",
