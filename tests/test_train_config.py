@@ -122,6 +122,11 @@ def test_one_geometry_either_section_moves_both():
     # a model sampling 4 of its 32 frames (tubelets: the sampling count is unused) keeps its count
     released = preset("audioset-mini-released").override(["model.num_frames=16"])
     assert (released.model.n_sampled_frames, released.data.num_frames) == (4, 16)
+    # a model sampling some of its frames keeps its count, and says so
+    subset = tiny.override(["model.num_frames=8", "model.n_sampled_frames=4"])
+    with pytest.warns(UserWarning, match="model.n_sampled_frames stays 4"):
+        cfg = subset.override(["data.num_frames=16"])
+    assert (cfg.model.num_frames, cfg.model.n_sampled_frames) == (16, 4)
 
 
 def test_preset_dataset_fields_drop_with_the_format():

@@ -460,8 +460,13 @@ def _follow_geometry(old: MBTConfig, model: MBTConfig, data: DataConfig, model_k
             changes["spectrogram_size"] = (data.num_spectrogram_frames, data.num_mel_bins)
         model = dataclasses.replace(model, **changes)
     if (model.num_frames != old.num_frames and "n_sampled_frames" not in model_keys
-            and old.n_sampled_frames >= old.num_frames and model.temporal_encoding == "temporal_sampling"):
-        model = dataclasses.replace(model, n_sampled_frames=model.num_frames)
+            and model.temporal_encoding == "temporal_sampling"):
+        if old.n_sampled_frames >= old.num_frames:
+            model = dataclasses.replace(model, n_sampled_frames=model.num_frames)
+        else:
+            warnings.warn(f"model.num_frames {old.num_frames} -> {model.num_frames}: model.n_sampled_frames stays "
+                          f"{model.n_sampled_frames} (the frames the model samples from the clip); set it to change "
+                          "it", stacklevel=4)
     if set_in_model and not set_in_data:
         data = data.sized_for(model)
     return model, data
