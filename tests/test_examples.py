@@ -25,8 +25,9 @@ def _commands(script: Path) -> list[list[str]]:
     """The `mbt` calls of a shell script, shell variables replaced by sample values."""
     text = script.read_text().replace("\\\n", " ")
     values = {"$run": "runs/x", "$videos": "videos", "$base": "runs/base", "${EPOCHS:-10}": "10",
-              "${EPOCHS:-5}": "5", "$here": "examples", "$gpus": "2", '"${nodes[@]}"': "--standalone",
-              "$NNODES": "2", "$NODE_RANK": "0", "$MASTER": "host0"}
+              "${EPOCHS:-5}": "5", "$here": "examples", "$nproc": "2", '"${nodes[@]}"': "--standalone",
+              "$NNODES": "2", "$NODE_RANK": "0", "$MASTER": "host0", "${PRESET:-audioset-mini}": "audioset-mini",
+              "${RUN_DIR:-runs/my-videos-ddp}": "runs/ddp", '"$@"': ""}
     found = []
     for line in text.splitlines():
         if line.lstrip().startswith("#"):
@@ -86,3 +87,22 @@ def test_own_videos_example_runs(tmp_path):
     assert report["num_videos"] == len(list((tmp_path / "my_videos" / "test").glob("*/*")))
     assert (run / "model.onnx").stat().st_size > 10_000
     assert done.stdout.count("[1 clip(s), spectrogram+rgb]") == report["num_videos"]  # one prediction per video
+
+
+@pytest.mark.slow
+def test_multi_gpu_launch_runs_two_processes(tmp_path):
+    """The launch script as written, with two CPU processes (gloo) and the tiny model: both
+    processes train one run; the results say two processes shared the global batch."""
+    _all_videos(tmp_path / "all_videos")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "PRESET": "tiny", "NPROC": "2", "RUN_DIR": "runs/ddp"}
+    split = subprocess.run([sys.executable, str(EXAMPLES / "own_videos" / "split.py"), "all_videos", "my_videos"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert split.returncode == 0, split.stderr
+    done = subprocess.run(["bash", str(EXAMPLES / "multi_gpu" / "launch.sh"), "my_videos", "train.device=cpu",
+                           "train.batch_size=4", "train.epochs=1", "train.num_workers=0", "dataset.val_fraction=0.3"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    log = (tmp_path / "runs" / "ddp" / "log.txt").read_text()
+    assert "= 2 processes x 1 accumulation x 2" in log
+    assert json.loads((tmp_path / "runs" / "ddp" / "results.json").read_text())["steps"] >= 1
