@@ -19,18 +19,21 @@ from .tiny_experiment import tiny_config, write_config
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_curves_are_drawn_while_training(tmp_path):
+def test_curves_are_drawn_while_training(tmp_path, monkeypatch):
     """curves.png appears at the first evaluation, before the run ends, and is redrawn with
-    each one: a run can be watched from its folder."""
+    each one, and from training records at most once a minute: a run can be watched from its folder."""
     folder = RunFolder(tmp_path)
     log = MetricsLog(folder, enabled=True)
     log.write("train", 5, {"loss": 1.2, "lr": 0.1, "grad_norm": 3.0, "epoch": 0.5})
-    assert folder.curves.is_file()  # the first training record draws at once
+    assert not folder.curves.exists()  # not yet a minute
+    log.write("val", 5, {"top1": 0.5, "loss": 0.9, "names": ["a"], "nan": float("nan")})
+    assert folder.curves.is_file()  # every evaluation draws
     first = folder.curves.stat().st_mtime_ns
     log.write("train", 10, {"loss": 1.0, "lr": 0.2, "epoch": 1.0})
-    assert folder.curves.stat().st_mtime_ns == first  # training records redraw at most once a minute
-    log.write("val", 10, {"top1": 0.5, "loss": 0.9, "names": ["a"], "nan": float("nan")})
-    assert folder.curves.stat().st_mtime_ns > first  # every evaluation redraws
+    assert folder.curves.stat().st_mtime_ns == first
+    monkeypatch.setattr(MetricsLog, "DRAW_EVERY_S", 0.0)  # a minute later
+    log.write("train", 15, {"loss": 0.8, "lr": 0.2, "epoch": 1.5})
+    assert folder.curves.stat().st_mtime_ns > first
     log.close()
     import matplotlib.image
 

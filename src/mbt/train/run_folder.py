@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,7 +52,7 @@ class MetricsLog:
                  config: dict[str, Any] | None = None) -> None:
         self.path, self.curves, self.enabled = folder.metrics, folder.curves, enabled
         self.sinks: list[Sink] = []
-        self.drawn = -math.inf
+        self.drawn = time.monotonic()  # the first picture at the first evaluation, or a minute in
         if not enabled:
             return
         names = list(loggers)
