@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_set_option(p)
     p.add_argument("--run-dir", help="run folder (default runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config the run will use (classes read from the training annotations) and exit")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final results as JSON")
