@@ -22,7 +22,7 @@ LAYERS = {
     "mbt.weights": 3,
     "mbt.train": 4,
     "mbt.inference": 5, "mbt.embed_dataset": 5, "mbt.probe": 5, "mbt.timeline": 5, "mbt.export": 5,
-    "mbt.visualize": 5,
+    "mbt.visualize": 5, "mbt.api": 5,
     "mbt.demo": 6,
     "mbt.bench": 7, "mbt.bench_cases": 7,
     "mbt.cli": 8,
@@ -301,3 +301,26 @@ def test_architecture_doc_names_every_module_and_only_modules_that_exist():
         if not found:
             missing.append(name)
     assert not missing, f"docs/architecture.md names paths that do not exist: {sorted(missing)}"
+
+
+def test_every_command_has_a_description_and_every_option_help():
+    """`mbt <verb> --help` says what the verb does and what each of its options means."""
+    import argparse
+
+    from mbt.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if not (sub.description or "").strip():
+                        missing.append(f"{path} {name}: no description")
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and (
+                    not (action.help or "").strip() or action.help == argparse.SUPPRESS):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}: no help")
+
+    walk(build_parser(), "mbt")
+    assert not missing, "\n".join(missing)

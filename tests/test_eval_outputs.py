@@ -252,3 +252,29 @@ def test_eval_cli_on_vggsounder_writes_subsets_and_per_class(tmp_path, capsys):
     note = "rows of all splits are mixed (1 test, 1 train): choose one with --split / dataset.*_split"
     assert f"note: test annotations: {note}" in capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["annotation_notes"] == [note]
+
+
+@pytest.mark.parametrize("classes", [2, 3, 12, 40])
+def test_confusion_figure_title_fits_and_cells_show_numbers(classes):
+    """The title of confusion.png is inside the picture at any class count (it was clipped for
+    a few classes), and up to 30 classes each cell shows its percentage of the true class."""
+    import matplotlib.pyplot as plt
+
+    from mbt.train.evaluate import confusion_figure
+
+    rng = np.random.default_rng(classes)
+    matrix = rng.integers(0, 20, (classes, classes)) + np.eye(classes, dtype=int) * 50
+    fig = confusion_figure(matrix, [f"class number {k}" for k in range(classes)])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, frame = ax.title.get_window_extent(), fig.bbox
+    assert box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
+    cells = [t.get_text() for t in ax.texts]
+    if classes <= 30:
+        norm = matrix / matrix.sum(1, keepdims=True)
+        order = np.lexsort((np.arange(classes), -np.diag(norm)))
+        assert len(cells) == classes * classes
+        assert cells[0] == f"{100 * norm[order[0], order[0]]:.0f}"  # the best class's accuracy, top left
+    else:
+        assert cells == []
+    plt.close(fig)

@@ -72,3 +72,26 @@ def test_onnx_export_of_the_options_for_pretrained_audio_encoders(tmp_path):
         inputs = tiny_inputs(cfg, batch=batch, seed=batch)
         (got,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})
         np.testing.assert_allclose(got, _reference(model, inputs), atol=1e-4, rtol=0)
+
+
+def test_format_follows_the_file_name_and_other_names_are_refused(tmp_path, capsys):
+    """`mbt export --out x.tflite` used to write ONNX into x.tflite: now the format comes from the
+    extension, and an extension mbt does not write (or one contradicting --format) is refused
+    before the model is loaded, naming the file."""
+    from mbt.export import export_format
+
+    assert export_format("a/m.onnx") == "onnx" and export_format("m.PT2") == "pt2"
+    assert export_format("m.pt2", "pt2") == "pt2"
+    folder = tmp_path / "model"
+    mbt.MBT(tiny_config()).save_pretrained(str(folder))
+    for argv, message in [
+        (["--out", str(tmp_path / "x.tflite")], "x.tflite: mbt exports .onnx (onnx), .pt2 (pt2), not .tflite"),
+        (["--out", str(tmp_path / "x")], "not a file without extension"),
+        (["--format", "onnx", "--out", str(tmp_path / "x.pt2")], "x.pt2: a .pt2 file is not onnx; name it *.onnx"),
+    ]:
+        assert main(["export", "--model", str(folder), *argv]) == 1
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("x*"))
+    assert main(["export", "--model", str(folder), "--out", str(tmp_path / "m.pt2")]) == 0  # no --format
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert program is not None

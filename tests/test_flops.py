@@ -150,3 +150,23 @@ def test_overlapping_spectrogram_patches_are_counted(capsys):
     assert count_flops(ast, modalities=("spectrogram",)).encoder == sum(
         block_macs(ast, 1214 + (ast.num_bottleneck_tokens if kind == "bottleneck" else 0))
         for kind in ast.fusion_schedule())
+
+
+def test_small_models_print_readable_counts(capsys):
+    """A small model's count is printed with the prefix that shows it (MFLOPs), not '0.0 GFLOPs',
+    and the JSON and the table keep 4 significant digits."""
+    from mbt.models.flops import format_count
+    from mbt.train.presets import preset
+
+    assert format_count(217.23e9) == "217.2 GFLOPs" and format_count(23_840_000) == "23.84 MFLOPs"
+    assert format_count(950) == "950 FLOPs" and format_count(2e6, "floating-point operations", " ") == \
+        "2 M floating-point operations"
+    assert main(["flops", "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    macs = count_flops(preset("tiny").model).macs
+    assert 1e6 < macs < 1e9 and out.startswith(f"{macs / 1e6:.4g} MFLOPs (multiply-adds")
+    assert main(["flops", "--preset", "tiny", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gflops"] == pytest.approx(macs / 1e9, rel=1e-3)
+    assert main(["flops", "--preset", "tiny", "--table"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert all(float(r.split()[-2]) > 0 for r in rows)  # no 0.0 GFLOPs rows

@@ -5,6 +5,7 @@ laid out as huggingface_hub writes it, with HF_HUB_OFFLINE: never the network.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def test_model_card_has_config_data_recipe_and_metrics(offline_hub):
     card = next(cache.glob("models--org--card/snapshots/*/README.md")).read_text()
     assert card.startswith("---\nlibrary_name: mbt\nlicense: apache-2.0")
     assert "- top-1: 0.5" in card
+    assert "from_pretrained('hf-hub:org/card')" in card and f"version {mbt.__version__}" in card
+    links = re.findall(r"\]\((\S+?)\)", card)  # no placeholder links (a bare https://github.com/ was one)
+    assert links == ["https://arxiv.org/abs/2107.00135"] and "<" not in card.split("## Model config")[0]
     config_json = card.split("## Model config\n\n```json\n")[1].split("```")[0]
     assert json.loads(config_json) == model.config.to_dict()
     assert json.dumps(DataConfig().to_dict(), indent=2, default=str) in card

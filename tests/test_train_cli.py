@@ -142,3 +142,56 @@ def test_a_run_that_reads_no_training_clip_fails(videos, tmp_path, capsys):
     assert "2 step(s) without a readable clip not taken; first causes: " in err and "broken" in err
     assert not (tmp_path / "run/results.json").exists()
     assert "stopped: UnreadableDataError: no training clip could be read" in (tmp_path / "run/log.txt").read_text()
+
+
+@pytest.mark.parametrize("chosen", ["rgb", "spectrogram"])
+def test_eval_modalities_on_video_files_decodes_only_those(videos, tmp_path, capsys, monkeypatch, chosen):
+    """`mbt eval MODEL --modalities rgb` on real mp4 files: the sound is never decoded (and
+    `--modalities spectrogram`: no frames), the clips feed only that tower, and the scores are
+    the model's on that modality alone."""
+    import torch
+
+    import mbt
+    from mbt.data import dataset as dataset_module
+
+    cfg = _video_config(videos).override(["model.num_classes=2", "model.multi_label=false",
+                                          "model.label_names=[quiet, tone]"])
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    mbt.MBT(cfg.model).save_pretrained(model_dir, data_config=cfg.data)
+    calls = {"frames": 0, "audio_seconds": 0.0, "audio_only": 0}
+    read_clip, read_audio = dataset_module.read_clip, dataset_module.AVDataset._read_audio
+
+    def counting_read_clip(path, times, **kw):
+        calls["frames"] += len(times)
+        calls["audio_seconds"] += kw["audio_seconds"]
+        return read_clip(path, times, **kw)
+
+    def counting_read_audio(self, path, start):
+        calls["audio_only"] += 1
+        return read_audio(self, path, start)
+
+    monkeypatch.setattr(dataset_module, "read_clip", counting_read_clip)
+    monkeypatch.setattr(dataset_module.AVDataset, "_read_audio", counting_read_audio)
+    out = tmp_path / "eval"
+    assert main(["eval", str(model_dir), "--data", str(videos), "--format", "folder", "--modalities", chosen,
+                 "--num-workers", "0", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["modalities"] == [chosen] and report["num_videos"] == 8
+    if chosen == "rgb":
+        assert calls["frames"] > 0 and calls["audio_seconds"] == 0 and calls["audio_only"] == 0
+    else:
+        assert calls["frames"] == 0 and calls["audio_only"] == 16  # 8 videos x 2 test clips
+    # the logits are the model's on that modality alone
+    from mbt.train.data import build_dataset
+
+    model = mbt.MBT.from_pretrained(model_dir).eval()
+    ds = build_dataset(cfg, "test", modalities=(chosen,))
+    assert ds.modalities == (chosen,) and set(ds[0]) & {"rgb", "spectrogram"} == {chosen}
+    rows = [json.loads(line)["video_id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    npz = np.load(out / "predictions.npz")
+    first = ds.annotations.items[0].video_id
+    with torch.no_grad():
+        alone = torch.stack([model({chosen: ds[i][chosen][None]}).logits[0] for i in range(ds.views)]).mean(0)
+    row = rows.index(first)
+    np.testing.assert_allclose(npz["logits"][row], alone.double().numpy(), rtol=1e-4, atol=1e-5)

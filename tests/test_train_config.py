@@ -89,7 +89,6 @@ def test_overrides_are_typed_and_name_bad_keys():
         "model.fusion_layer=13": "model.fusion_layer",
         "train.amp=fp8": "train.amp",
         "train.mixmod=yes please": "train.mixmod",
-        "data.num_frames=16": "data.num_frames",
         "nosection.x=1": "nosection",
         "train.lr": "expected KEY=VALUE",
     }
@@ -104,8 +103,48 @@ def test_cross_section_consistency():
     assert both.model.num_frames == both.data.num_frames == 16
     with pytest.raises(ConfigError, match="mixmod"):
         cfg.override(["train.mixmod=true", "model.classifier=gap"])
-    with pytest.raises(ConfigError, match="spectrogram_size"):
-        cfg.override(["data.audio_seconds=10"])
+    with pytest.raises(ConfigError, match="data.num_frames=16"):  # set in both sections, differently
+        cfg.override(["data.num_frames=16", "model.num_frames=8"])
+
+
+def test_one_geometry_either_section_moves_both():
+    """The clip geometry is one setting: a change in `model` carries the data with it and a change
+    in `data` carries the model, with what they imply (frames sampled, spectrogram frames)."""
+    tiny = preset("tiny")
+    assert (tiny.model.num_frames, tiny.model.n_sampled_frames) == (4, 4)
+    cfg = tiny.override(["model.num_frames=8"])
+    assert (cfg.model.num_frames, cfg.model.n_sampled_frames, cfg.data.num_frames) == (8, 8, 8)
+    cfg = tiny.override(["data.num_frames=6", "data.image_size=64"])
+    assert (cfg.model.num_frames, cfg.model.n_sampled_frames, cfg.model.image_size) == (6, 6, (64, 64))
+    cfg = preset("audioset-mini").override(["data.audio_seconds=10"])
+    assert cfg.model.spectrogram_size == (1000, 128) and cfg.data.num_spectrogram_frames == 1000
+    cfg = preset("audioset-mini").override(["model.spectrogram_size=[400, 64]", "model.image_size=[160, 160]"])
+    assert (cfg.data.audio_seconds, cfg.data.num_mel_bins, cfg.data.image_size) == (4.0, 64, 160)
+    # a model sampling 4 of its 32 frames (tubelets: the sampling count is unused) keeps its count
+    released = preset("audioset-mini-released").override(["model.num_frames=16"])
+    assert (released.model.n_sampled_frames, released.data.num_frames) == (4, 16)
+    # a model sampling some of its frames keeps its count, and says so
+    subset = tiny.override(["model.num_frames=8", "model.n_sampled_frames=4"])
+    with pytest.warns(UserWarning, match="model.n_sampled_frames stays 4"):
+        cfg = subset.override(["data.num_frames=16"])
+    assert (cfg.model.num_frames, cfg.model.n_sampled_frames) == (16, 4)
+
+
+def test_preset_dataset_fields_drop_with_the_format():
+    """A paper preset's AudioSet files and class list mean nothing to a folder of videos: a new
+    `dataset.format` drops them, with a note, unless the same change sets them."""
+    with pytest.warns(UserWarning, match=r"audioset fields of 'audioset-mini' are dropped: .*classes="):
+        cfg = preset("audioset-mini").override(["dataset.format=folder", "dataset.train=[my/train]"])
+    assert cfg.dataset.classes is None and cfg.dataset.train == ("my/train",) and cfg.dataset.test == ()
+    assert cfg.dataset.val_fraction == 0.05  # not format-specific: kept
+    with pytest.warns(UserWarning, match="train_split"):
+        kept = preset("vggsound").override(["dataset.format=csv", "dataset.classes=mine.csv"])
+    assert kept.dataset.classes == "mine.csv" and kept.dataset.test_split is None
+    with pytest.warns(UserWarning, match="val_fraction=0.05"):
+        shards = preset("audioset-mini").override(["dataset.format=shards", "dataset.train=/s/train"])
+    assert shards.dataset.val_fraction == 0.0 and shards.dataset.classes is None
+    same = preset("audioset-mini").override(["dataset.root=/data/as"])  # same format: all kept
+    assert same.dataset.classes == "class_labels_indices.csv"
 
 
 def test_yaml_round_trip_and_file_errors(tmp_path):

@@ -17,8 +17,8 @@
   each modality, and the items left out as unreadable (`skip_bad`), with the reason.
 
 A missing modality (a video without an audio track) is not filled in: the model runs the
-towers it has inputs for (as `mbt predict`), the missing modality's row is zeros with
-`has_<modality>` False, and `fused` comes from what exists.
+towers it has inputs for (as `mbt predict`), the missing modality's row is NaN with
+`has_<modality>` False (as in `mbt.embed` of single files), and `fused` comes from what exists.
 
 Resuming: each chunk is written beside its final name and renamed into place, the tensors
 first and the `.json` last, so a chunk is done exactly when its `.json` exists. A rerun with
@@ -56,7 +56,7 @@ from .models.mbt import MBT
 from .train.config import MAX_BATCH
 
 INDEX = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _chunk_name(chunk: int, ext: str) -> str:
@@ -116,14 +116,21 @@ def embed_batch(model: MBT, batch: dict[str, Any], device: torch.device) -> dict
         result = model(inputs, output_embeddings=True, output_tokens=cfg.classifier != "token")
         for m in mods:
             out[m][rows] = result.embeddings[m].float().cpu()
-        if cfg.classifier == "token":  # the head is linear: head(mean of embeddings) = mean of the heads
-            fused = torch.stack([result.embeddings[m] for m in mods]).mean(0)
-        else:
-            seq = torch.cat([result.tokens[m] for m in mods], dim=1)
-            fused = model._pre_logits({"gap": seq.mean(1), "gmp": seq.amax(1), "gsp": seq.sum(1)}[cfg.classifier])
-        out["fused"][rows] = fused.float().cpu()
+        out["fused"][rows] = fused_embedding(model, result, mods).float().cpu()
     out.update({f"has_{m}": p for m, p in present.items()})
     return out
+
+
+def fused_embedding(model: MBT, result: Any, modalities: Sequence[str]) -> torch.Tensor:
+    """The one vector [B, D] the head turns into the logits, from a forward pass of `modalities`
+    (run with `output_embeddings=True`, and `output_tokens=True` for a pooling head): the mean of
+    the towers' embeddings for the token head (linear, so head(mean) = mean of the heads), else the
+    pooled tokens of all towers."""
+    cfg = model.config
+    if cfg.classifier == "token":
+        return torch.stack([result.embeddings[m] for m in modalities]).mean(0)
+    seq = torch.cat([result.tokens[m] for m in modalities], dim=1)
+    return model._pre_logits({"gap": seq.mean(1), "gmp": seq.amax(1), "gsp": seq.sum(1)}[cfg.classifier])
 
 
 def embed_dataset(
@@ -276,6 +283,9 @@ def _write_chunk(folder: Path, chunk: int, dataset: AVDataset, chunk_size: int, 
         tensors[key] = torch.stack(rows).float() if rows else torch.zeros(0, width)
     for m in cfg_mods:
         tensors[f"has_{m}"] = torch.tensor([bool(e[f"has_{m}"]) for e in entries], dtype=torch.bool)
+        tensors[m][~tensors[f"has_{m}"]] = float("nan")  # not made up: NaN, as for single files
+    if cfg_mods:
+        tensors["fused"][~torch.stack([tensors[f"has_{m}"] for m in cfg_mods]).any(0)] = float("nan")
     num_classes = dataset.num_classes
     tensors["labels"] = (torch.stack([e["label"] for e in entries]) > 0.5).to(torch.uint8) if entries \
         else torch.zeros(0, num_classes, dtype=torch.uint8)

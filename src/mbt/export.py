@@ -19,6 +19,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ._lazy import callable_module
 from .models.mbt import MBT
 
 FORMATS = ("onnx", "pt2")
@@ -44,11 +45,32 @@ def example_inputs(model: MBT, batch: int = 2) -> tuple[Tensor, ...]:
     return tuple(torch.zeros(shapes[m]) for m in cfg.modalities)
 
 
-def export_model(model: MBT, out: str | os.PathLike, format: str = "onnx", *, allow_unverified: bool = False) -> str:
-    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program. A model
-    loaded without a `weights_sha256` to verify its weights is refused unless `allow_unverified`."""
-    if format not in FORMATS:
+EXTENSIONS = {".onnx": "onnx", ".pt2": "pt2"}
+"""The file extension of each export format."""
+
+
+def export_format(out: str | os.PathLike, format: str | None = None) -> str:
+    """The format to write `out` in: `format`, else the one its extension names. The extension
+    must be that format's: a `.tflite` (or any other) file is refused rather than written as ONNX."""
+    ext = os.path.splitext(os.fspath(out))[1].lower()
+    known = ", ".join(f"{e} ({f})" for e, f in EXTENSIONS.items())
+    if format is not None and format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {list(FORMATS)}")
+    if ext not in EXTENSIONS:
+        raise ValueError(f"{os.fspath(out)}: mbt exports {known}, not {ext or 'a file without extension'}; "
+                         "convert the ONNX file with that format's own tools")
+    if format is not None and EXTENSIONS[ext] != format:
+        raise ValueError(f"{os.fspath(out)}: a {ext} file is not {format}; name it *"
+                         f"{next(e for e, f in EXTENSIONS.items() if f == format)} or drop the format")
+    return EXTENSIONS[ext]
+
+
+def export_model(model: MBT, out: str | os.PathLike, format: str | None = None, *,
+                 allow_unverified: bool = False) -> str:
+    """Write `model` (eval mode, CPU, float32) to `out` as ONNX or a `torch.export` program
+    (`format`, else from the extension of `out`: .onnx, .pt2). A model loaded without a
+    `weights_sha256` to verify its weights is refused unless `allow_unverified`."""
+    format = export_format(out, format)
     if not model.weights_verified and not allow_unverified:
         raise ValueError(f"{out}: not exported: the model's weights were loaded without a weights_sha256 to verify "
                          "them (--allow-unverified exports them anyway)")
@@ -91,9 +113,16 @@ def torch_default_onnx_exporter() -> str:
     return "dynamo" if (major, minor) >= (2, 9) else "torchscript"
 
 
-def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str = "onnx", *,
+def export_pretrained(model_dir: str | os.PathLike, out: str | os.PathLike, format: str | None = None, *,
                       allow_unverified: bool = False) -> str:
-    """Export the model saved in `model_dir` (`save_pretrained`'s folder); a folder without
+    """Export the model saved in `model_dir` (`save_pretrained`'s folder, a run folder or
+    `hf-hub:org/name`); the format from the extension of `out` unless given. A folder without
     `weights_sha256` is refused unless `allow_unverified`."""
-    model = MBT.from_pretrained(model_dir, require_checksum=not allow_unverified)
-    return export_model(model, out, format, allow_unverified=allow_unverified)
+    from .weights import load_pretrained
+
+    format = export_format(out, format)  # before loading: a wrong name costs nothing
+    return export_model(load_pretrained(model_dir, require_checksum=not allow_unverified), out, format,
+                        allow_unverified=allow_unverified)
+
+
+callable_module(__name__, "mbt.api:export")  # mbt.export(model, out): the `mbt export` verb

@@ -155,10 +155,15 @@ class Predictor:
 
     @torch.no_grad()
     def embed(self, path: str, num_clips: int | None = None) -> dict[str, np.ndarray]:
-        """Per-modality pooled embeddings (the features the head sees), averaged over clips."""
+        """Per-modality pooled embeddings (the features the head sees) of the modalities the file
+        has, and `fused` (the vector the head turns into the logits), averaged over clips."""
+        from .embed_dataset import fused_embedding
+
         inputs, _ = self._inputs(self.clips(path, num_clips), path)
-        out = self.model(inputs, output_embeddings=True)
-        return {m: e.float().mean(0).numpy() for m, e in out.embeddings.items()}
+        out = self.model(inputs, output_embeddings=True, output_tokens=self.model.config.classifier != "token")
+        fused = fused_embedding(self.model, out, list(inputs))
+        return {**{m: e.float().mean(0).numpy() for m, e in out.embeddings.items()},
+                "fused": fused.float().mean(0).numpy()}
 
     def timeline(self, path: str, window: float | None = None, hop: float | None = None,
                  progress: bool = False) -> Any:
@@ -266,27 +271,15 @@ def finite_scores(scores: torch.Tensor, path: str) -> torch.Tensor:
     return scores
 
 
-def predict(paths: str | Sequence[str], model: str | os.PathLike, topk: int | None = None, device: str = "cpu"
-            ) -> list[Prediction]:
-    """Predictions for video files with a saved model (see `Predictor.predict`)."""
-    predictor = Predictor(model, device=device)
-    return [predictor.predict(p, topk) for p in ([paths] if isinstance(paths, str) else paths)]
-
-
 def embed(paths: str | Sequence[str], model: str | os.PathLike, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Per-modality embeddings [N, D] of media files (see `Predictor.embed`), and a mask
+    """Per-modality embeddings [N, D] of media files (see `Predictor.embed`), `fused` [N, D] (the
+    vector the head turns into the logits, from the modalities each file has), and a mask
     `has_<modality>` [N] of the files that have each (the other rows are NaN)."""
     predictor = Predictor(model, device=device)
     rows = [predictor.embed(p) for p in ([paths] if isinstance(paths, str) else paths)]
     cfg = predictor.model.config
     missing = np.full(cfg.representation_size or cfg.hidden_size, np.nan, np.float32)
     # a file without a modality has no embedding for it: a NaN row, and False in has_<modality>
-    out = {m: np.stack([r.get(m, missing) for r in rows]) for m in cfg.modalities}
+    out = {m: np.stack([r.get(m, missing) for r in rows]) for m in (*cfg.modalities, "fused")}
     out.update({f"has_{m}": np.array([m in r for r in rows]) for m in cfg.modalities})
     return out
-
-
-def explain(path: str, model: str | os.PathLike, out_dir: str | os.PathLike, device: str = "cpu",
-            start: float | None = None, target: str | int | None = None) -> list[Path]:
-    """Attention pictures for one video (see `Predictor.explain`)."""
-    return Predictor(model, device=device).explain(path, out_dir, start, target)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ._lazy import callable_module
 from .embed_dataset import Embeddings
 from .train.losses import head_loss
 from .train.metrics import classification_metrics, primary_metric
@@ -27,6 +28,7 @@ def _features(emb: Embeddings, feature: str, name: str) -> tuple[torch.Tensor, t
         raise ValueError(f"{name}: no embedding {feature!r}; choose one of {choices}")
     x, y = emb.tensors[feature].float(), emb.tensors["labels"].float()
     keep = emb.tensors.get(f"has_{feature}", torch.ones(len(x), dtype=torch.bool))
+    keep = keep & x.isfinite().all(1)  # `fused` of an item with no modality at all is NaN
     return x[keep], y[keep], int((~keep).sum())
 
 
@@ -91,3 +93,6 @@ def linear_probe(
         "left_out": {"train": train_left_out, "test": test_left_out},
         "weights": {"weight": weight, "bias": bias, "mean": mean, "std": std},
     }
+
+
+callable_module(__name__, "mbt.api:probe")  # mbt.probe(train, test, ...): the `mbt probe` verb

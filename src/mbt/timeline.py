@@ -30,6 +30,7 @@ import av
 import numpy as np
 import torch
 
+from ._lazy import callable_module
 from .data import views
 from .data.config import MAX_SECONDS, DataConfig
 from .data.decode import (
@@ -421,3 +422,6 @@ def plot_timeline(tl: Timeline, path: str | os.PathLike, max_classes: int = 10) 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+callable_module(__name__, "mbt.api:timeline")  # mbt.timeline(video, model, ...): `mbt predict --timeline`

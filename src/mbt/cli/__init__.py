@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import bench, convert, data, demo, embed, eval as eval_, explain, export, flops, predict, probe, train
@@ -27,7 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for verb in VERBS:
         verb.add_parser(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every (sub-)command's `--help` opens with a description: its one-line help where no longer
+    description was written."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe(sub)
 
 
 def _version() -> str:
@@ -36,7 +50,15 @@ def _version() -> str:
     return f"mbt {__version__}"
 
 
+def _note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+          line: str | None = None) -> str:
+    """Warnings as one line (`mbt: note: ...`), not the file and line of the library code."""
+    kind = "note" if category is UserWarning else category.__name__
+    return f"mbt: {kind}: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _note
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

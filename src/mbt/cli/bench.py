@@ -22,15 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=list(SIZES), default="tiny", help="model size (paper: MBT-B)")
     add_set_option(p, "override model fields of the size (not fusion, fusion_layer, share_encoder), "
                       "e.g. model.num_layers=2")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                   help="fusion variants to measure (default: all)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                   help="eval (forward) and/or train (forward, backward, optimizer step)")
     p.add_argument("--eval-batch", nargs="+", type=int, default=[1, 4], help="eval batch sizes")
     p.add_argument("--train-batch", nargs="+", type=int, default=[2], help="training batch sizes")
     p.add_argument("--amp", nargs="+", choices=AMPS, default=["off"], help="precisions to measure")
-    p.add_argument("--grad-checkpointing", choices=("off", "on", "both"), default="off")
+    p.add_argument("--grad-checkpointing", choices=("off", "on", "both"), default="off",
+                   help="recompute blocks in the backward pass (both: measure with and without)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="optimizer of the training steps")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: the GPU if there is one, else the CPU")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per case (medians reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")

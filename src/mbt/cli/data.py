@@ -39,8 +39,9 @@ def _add_data_prepare(dsub: argparse._SubParsersAction) -> None:
     s.add_argument("--shard-size", type=int, default=512, help="samples per shard")
     s.add_argument("--frame-oversample", type=int, default=2,
                    help="train: frames stored per second = this x frame_rate")
-    s.add_argument("--jpeg-quality", type=int, default=90)
-    s.add_argument("--audio-codec", choices=("flac", "pcm16"), default="flac")
+    s.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames (1-100)")
+    s.add_argument("--audio-codec", choices=("flac", "pcm16"), default="flac",
+                   help="stored audio: flac (lossless, smaller) or pcm16 (raw, fastest to read)")
     s.add_argument("--seed", type=int, default=0, help="seed of the item order over shards")
     s.add_argument("--workers", type=int, default=1, help="processes writing shards in parallel")
     s.add_argument("--part", type=int, default=0, metavar="K",
@@ -48,8 +49,8 @@ def _add_data_prepare(dsub: argparse._SubParsersAction) -> None:
                         "`mbt data merge` the N part folders")
     s.add_argument("--num-parts", type=int, default=1, metavar="N", help="machines the preparation is split over")
     s.add_argument("--overwrite", action="store_true", help="replace finished shards in --out")
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=run_prepare)
 
 
@@ -59,17 +60,17 @@ def _add_data_merge(dsub: argparse._SubParsersAction) -> None:
         description="Check that every part of the same preparation is there and finished, link (or copy) their "
                     "shards into --out and write its manifest: the same folder a run in one go writes.",
     )
-    s.add_argument("parts", nargs="+", metavar="PART_DIR")
+    s.add_argument("parts", nargs="+", metavar="PART_DIR", help="the folders the parts were prepared into, all N")
     s.add_argument("--out", required=True, help="the merged shard folder (local)")
     s.add_argument("--overwrite", action="store_true", help="replace finished shards in --out")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the merged report as JSON")
     s.set_defaults(func=run_merge)
 
 
 def _add_data_probe(dsub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("probe", help="what decoding finds in video files, and one sampled clip's shapes")
-    s.add_argument("videos", nargs="+", metavar="VIDEO")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("videos", nargs="+", metavar="VIDEO", help="video or audio files")
+    s.add_argument("--json", action="store_true", help="print the findings as JSON")
     add_stream_options(s)
     s.set_defaults(func=run_probe)
 
@@ -78,7 +79,7 @@ def _add_data_summary(dsub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("summary", help="parse annotations: classes, items, problems, missing files")
     add_dataset_args(s)
     s.add_argument("--first", type=int, default=5, help="items, problems and missing files to show")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=run_summary)
 
 
@@ -88,7 +89,7 @@ def _add_data_stats(dsub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-items", type=int, help="use at most this many items, evenly spread")
     add_set_option(s, "override data config fields, e.g. data.sample_rate=16000 data.num_mel_bins=128")
     s.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the statistics as JSON")
     s.set_defaults(func=run_stats)
 
 

@@ -22,11 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "written so that rerunning an interrupted command finishes it.",
     )
     p.add_argument("videos", nargs="+", help="video files, or annotation file(s) with --format")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="a model folder (save_pretrained format) or a run folder (its best model, else final)")
     p.add_argument("--out", required=True,
                    help="output .npz (video files: paths, one [N, D] array per modality, NaN rows for files "
                         "without it, and its mask has_<modality> [N]) or folder (--format)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device to run the model on (cpu, cuda, cuda:1, ...)")
     g = p.add_argument_group("whole datasets (--format)")
     g.add_argument("--format", choices=FORMATS, help="the files are annotations in this format")
     add_annotation_options(g)
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
     g.add_argument("--chunk-size", type=int, default=1024, help="items per written chunk (the unit of resuming)")
     g.add_argument("--overwrite", action="store_true", help="start over in a folder made with other settings")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 

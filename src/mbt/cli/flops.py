@@ -13,13 +13,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="a training preset or model folder to take the config from")
     add_set_option(p, "override model fields, e.g. model.fusion_layer=4 model.num_frames=16")
     p.add_argument("--table", action="store_true", help="the paper-size table over fusion variants")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..models.config import MBTConfig
-    from ..models.flops import count_flops, flops_table
+    from ..models.flops import count_flops, flops_table, format_count
     from ..overrides import apply_overrides
 
     assignments = section_overrides(args.set, "model")
@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{'variant':<36} {'GFLOPs':>8} {'params (M)':>11}")
             for r in rows:
-                print(f"{r['variant']:<36} {r['gflops']:>8.1f} {r['params_m']:>11.1f}")
+                print(f"{r['variant']:<36} {r['gflops']:>8.4g} {r['params_m']:>11.4g}")
         return 0
     report = count_flops(cfg)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"{report.gflops:.1f} GFLOPs (multiply-adds; {report.flops / 1e9:.1f} G floating-point operations)")
+        print(f"{format_count(report.macs)} (multiply-adds, the paper's convention; "
+              f"{format_count(report.flops, 'floating-point operations', ' ')})")
     return 0

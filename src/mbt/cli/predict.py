@@ -14,10 +14,11 @@ from ._options import add_stream_options
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top classes of media files (clip-averaged), or over time (--timeline)")
     p.add_argument("videos", nargs="+", help="video or audio files (mp4, mkv, wav, mp3, flac, m4a, ogg, ...)")
-    p.add_argument("--model", required=True, help="a model folder (save_pretrained format)")
+    p.add_argument("--model", required=True,
+                   help="a model folder (save_pretrained format) or a run folder (its best model, else final)")
     p.add_argument("--topk", type=int, help="classes shown per file (1 to the model's classes; default 5)")
     p.add_argument("--clips", type=int, help="clips per video (default: enough to cover it, >= num_test_clips)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device to run the model on (cpu, cuda, cuda:1, ...)")
     p.add_argument("--modalities", metavar="M[,M]",
                    help="predict with only these of the model's towers (e.g. spectrogram: from the sound alone)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

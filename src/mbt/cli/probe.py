@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feature", default="fused", help="fused (default), rgb or spectrogram")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty on the weights")
     p.add_argument("--max-iter", type=int, default=500, help="L-BFGS iterations")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device to fit the probe on (cpu, cuda, ...)")
     p.add_argument("--out", help="also write the probe (weight, bias, mean, std) to this .safetensors file")
     p.add_argument("--json", action="store_true", help="print all metrics as JSON")
     p.set_defaults(func=run)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ._options import add_set_option
@@ -26,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "config options of the first start): continue the run of --run-dir when it holds a "
                         "checkpoint, else start it, so the same command line serves torchrun restarts and "
                         "requeued jobs")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config the run will use (classes read from the training annotations) and exit")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final results as JSON")
@@ -35,22 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset (or defaults) <- config file <- --set; with --resume, the run's saved config <- --set."""
-    from ..errors import ConfigError
-    from ..train.config import ExperimentConfig
-    from ..train.presets import preset
+    from ..train.launch import resolve_experiment
 
-    if args.resume and args.resume != "auto":
-        if args.preset or args.config:
-            raise ConfigError("--resume takes the config saved in the run folder; drop --preset/--config")
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: not a run folder (no config.yaml)")
-        cfg = ExperimentConfig.load(saved)
-    else:
-        cfg = preset(args.preset) if args.preset else ExperimentConfig()
-        if args.config:
-            cfg = ExperimentConfig.load(args.config, cfg)
-    return cfg.override(args.set) if args.set else cfg
+    return resolve_experiment(args.preset, args.config, args.set, args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
         from ..overrides import ConfigDumper
 
+        cfg, notes = _with_label_space(cfg)
+        for line in notes:
+            print(f"# {line}")
         yaml.dump(cfg.to_dict(), sys.stdout, Dumper=ConfigDumper, sort_keys=False)  # read back by --config
         return 0
-    from ..models.config import ConfigError
+    from ..errors import ConfigError
     from ..train.loop import train
 
     auto = args.resume == "auto"
@@ -85,3 +75,19 @@ def run(args: argparse.Namespace) -> int:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
+
+
+def _with_label_space(cfg: Any) -> tuple[Any, list[str]]:
+    """The config the run will use: the label space (number of classes, multi-label, names)
+    from the training annotations, as `train` takes it; a note when they cannot be read yet."""
+    from ..train.data import load_split_annotations, resolve_label_space
+
+    if cfg.dataset.format == "synthetic":
+        return cfg, []
+    try:
+        annotations = load_split_annotations(cfg, "train")
+    except (OSError, ValueError) as e:
+        return cfg, [f"label space not read from the training annotations ({e}): model.num_classes etc. as below"]
+    if annotations is None:
+        return cfg, ["no training annotations (dataset.train): model.num_classes etc. as below"]
+    return resolve_label_space(cfg, annotations)

@@ -37,7 +37,21 @@ class FlopsReport:
         return 2 * self.macs
 
     def to_dict(self) -> dict[str, float]:
-        return {**asdict(self), "macs": self.macs, "gflops": round(self.gflops, 2), "flops": self.flops}
+        return {**asdict(self), "macs": self.macs, "gflops": significant(self.gflops), "flops": self.flops}
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """`value` rounded to `digits` significant digits (0.0238 stays 0.0238, 217.23 becomes 217.2)."""
+    return float(f"{value:.{digits}g}")
+
+
+def format_count(value: float, unit: str = "FLOPs", sep: str = "") -> str:
+    """A count with the SI prefix that keeps it readable: '217.2 GFLOPs', '23.8 MFLOPs', '950 FLOPs'
+    (`sep` goes between prefix and unit)."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {prefix}{sep}{unit}"
+    return f"{value:.4g} {unit}"
 
 
 def block_macs(cfg: MBTConfig, tokens: int) -> int:
@@ -109,8 +123,8 @@ def flops_table(base: MBTConfig | None = None) -> list[dict]:
         rows.append(
             {
                 "variant": label.format(cfg.fusion_layer),
-                "gflops": round(count_flops(cfg).gflops, 1),
-                "params_m": round(params / 1e6, 1),
+                "gflops": significant(count_flops(cfg).gflops),
+                "params_m": significant(params / 1e6),
             }
         )
     return rows

@@ -25,16 +25,32 @@ def _hub() -> Any:
 
 
 def resolve_model_dir(name: str | os.PathLike) -> str:
-    """A local folder for `name`: itself, or for `hf-hub:org/name[@revision]` the downloaded snapshot."""
+    """A local folder for `name`: itself; for a training run folder (`config.yaml`, no
+    `config.json`) its saved model, `best/` when the run kept one, else `final/` (as `mbt eval`
+    picks); for `hf-hub:org/name[@revision]` the downloaded snapshot."""
     name = os.fspath(name)
     if not name.startswith(HUB_PREFIX):
+        if os.path.isfile(os.path.join(name, "config.yaml")) and not os.path.isfile(os.path.join(name, "config.json")):
+            for which in ("best", "final"):
+                if os.path.isfile(os.path.join(name, which, "config.json")):
+                    return os.path.join(name, which)
+            raise FileNotFoundError(f"{name}: a run folder without a saved model yet (no best/ or final/); "
+                                    "give a model folder, or wait for the run to finish")
         return name
     repo_id, _, revision = name[len(HUB_PREFIX) :].partition("@")
     return _hub().snapshot_download(repo_id, revision=revision or None)
 
 
-def model_card(model: nn.Module, data_config: Any = None, metrics: dict[str, float] | None = None) -> str:
-    """README.md for the Hub: what the model is, its config, the data recipe and the metrics given."""
+PAPER_URL = "https://arxiv.org/abs/2107.00135"
+"""Nagrani et al., "Attention Bottlenecks for Multimodal Fusion", NeurIPS 2021."""
+
+
+def model_card(model: nn.Module, data_config: Any = None, metrics: dict[str, float] | None = None,
+               repo_id: str | None = None) -> str:
+    """README.md for the Hub: what the model is, its config, the data recipe and the metrics given;
+    the loading snippet names `repo_id`."""
+    from .. import __version__
+
     cfg = model.config
     lines = [
         "---",
@@ -46,12 +62,13 @@ def model_card(model: nn.Module, data_config: Any = None, metrics: dict[str, flo
         "# MBT: Multimodal Bottleneck Transformer",
         "",
         f"{cfg.fusion} fusion from layer {cfg.fusion_layer} of {cfg.num_layers}, modalities "
-        f"{', '.join(cfg.modalities)}, {cfg.num_classes} classes (Nagrani et al., NeurIPS 2021, "
-        "[mbt](https://github.com/) PyTorch port).",
+        f"{', '.join(cfg.modalities)}, {cfg.num_classes} classes: a Multimodal Bottleneck Transformer "
+        f"([Nagrani et al., NeurIPS 2021]({PAPER_URL})) saved by the `mbt` PyTorch library, version {__version__} "
+        "(`pip install 'mbt[hub]'`).",
         "",
         "```python",
         "import mbt",
-        "model = mbt.MBT.from_pretrained('hf-hub:<this repo>')",
+        f"model = mbt.MBT.from_pretrained('hf-hub:{repo_id or 'ORG/NAME'}')",
         "```",
         "",
         "## Metrics",
@@ -97,6 +114,6 @@ def push_to_hub(
 
         save_pretrained(model, folder, data_config)
         with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(model_card(model, data_config, metrics))
+            f.write(model_card(model, data_config, metrics, repo_id))
         api.create_repo(repo_id, private=private, exist_ok=True)
         return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)

@@ -8,7 +8,7 @@ schedule, metrics, a resumable DDP training loop and multi-clip evaluation.
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from .._lazy import callable_module, lazy_exports
 
 if TYPE_CHECKING:  # the lazy exports below, imported statically for type checkers and editors
     from .config import DatasetConfig as DatasetConfig, ExperimentConfig as ExperimentConfig, TrainConfig as TrainConfig
@@ -60,3 +60,7 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+# mbt.train(preset=..., set=[...], run_dir=...): the `mbt train` verb
+callable_module(__name__, "mbt.train.launch:train")

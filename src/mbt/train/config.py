@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..errors import ConfigError
 from ..io import atomic_write, load_yaml, not_a_file
 from ..models.config import PAPER_VIT, MBTConfig, check_range
 from ..overrides import ConfigDumper, ConfigLoader, coerce, parse_assignments, update
+from .loggers import LOGGERS
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -256,6 +258,10 @@ class TrainConfig:
     never taken, and a run that read none fails.)"""
     unreadable_window: int = 100
     """Steps over which `max_unreadable_share` is measured (from the first full window)."""
+    loggers: tuple[str, ...] = ()
+    """Where metrics go besides metrics.jsonl and curves.png (always written): any of 'csv'
+    (metrics.csv), 'tensorboard' (tb/; also unasked when installed), 'wandb', 'mlflow'
+    (optional extras: `pip install 'mbt[wandb]'`); see `mbt.train.loggers`."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and mixup (official `rng_seed`)."""
     num_workers: int = 8
@@ -265,6 +271,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
+        self.loggers = (self.loggers,) if isinstance(self.loggers, str) else tuple(self.loggers)
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"loggers: unknown {unknown}; expected some of {list(LOGGERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
         if self.amp not in AMP_MODES:
@@ -373,7 +383,14 @@ class ExperimentConfig:
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a mapping of {type(getattr(base, name)).__name__} fields")
+            if name == "dataset":
+                value = _compose_dataset(base.dataset, value, base.name)
             changes[name] = _rebuild(getattr(base, name), value, name)
+        if "model" in changes or "data" in changes:
+            changes["model"], changes["data"] = _follow_geometry(
+                base.model, changes.get("model", base.model), changes.get("data", base.data),
+                set(data.get("model", {})), set(data.get("data", {})),
+            )
         return dataclasses.replace(base, **changes)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -411,6 +428,72 @@ class ExperimentConfig:
 
 
 _SECTIONS = ("model", "data", "dataset", "train")
+
+FORMAT_SPECIFIC = ("train", "val", "test", "classes", "verb_classes", "noun_classes", "path_pattern",
+                   "train_split", "val_split", "test_split", "trimmed")
+"""`DatasetConfig` fields that belong to one annotation format (a preset's file names, its class
+list, its split values): a change of `dataset.format` resets those it does not set itself."""
+
+MODEL_GEOMETRY = ("num_frames", "image_size", "spectrogram_size")
+DATA_GEOMETRY = ("num_frames", "image_size", "audio_seconds", "num_mel_bins", "hop_ms")
+"""The clip geometry, set in either section: the other section follows (`_follow_geometry`)."""
+
+
+def _compose_dataset(base: DatasetConfig, values: dict[str, Any], preset: str) -> dict[str, Any]:
+    """`values` plus the resets a change of `dataset.format` implies: a preset's AudioSet
+    file names and class list mean nothing to a folder of videos, so they are dropped (with a
+    note) unless set in the same change; a hold-out of validation needs annotation files."""
+    new_format = values.get("format", base.format)
+    if new_format == base.format:
+        return values
+    defaults = DatasetConfig()
+    values = dict(values)
+    dropped = []
+    for name in FORMAT_SPECIFIC:
+        if name not in values and getattr(base, name) != getattr(defaults, name):
+            dropped.append(f"{name}={_plain(getattr(base, name))}")
+            values[name] = getattr(defaults, name)
+    if new_format in (SHARDS, SYNTHETIC):  # subsets are chosen from annotation files (or when preparing shards)
+        for name in ("val_fraction", "balanced_subset"):
+            if name not in values and getattr(base, name) != getattr(defaults, name):
+                dropped.append(f"{name}={_plain(getattr(base, name))}")
+                values[name] = getattr(defaults, name)
+    if dropped:
+        warnings.warn(f"dataset.format {base.format!r} -> {new_format!r}: the {base.format} fields of "
+                      f"{preset!r} are dropped: {', '.join(dropped)}", stacklevel=4)
+    return values
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _follow_geometry(old: MBTConfig, model: MBTConfig, data: DataConfig, model_keys: set[str],
+                     data_keys: set[str]) -> tuple[MBTConfig, DataConfig]:
+    """One clip geometry for both sections: set in `model` (frames, image size, spectrogram
+    size), the data follows; set only in `data` (frames, crop, audio window, mel bins, hop),
+    the model follows. Set in both, they must agree (`ExperimentConfig.validate`). A model
+    that samples all its frames (`n_sampled_frames >= num_frames`) keeps sampling all of them."""
+    set_in_model = bool(model_keys & set(MODEL_GEOMETRY))
+    set_in_data = bool(data_keys & set(DATA_GEOMETRY))
+    if set_in_data and not set_in_model:
+        changes: dict[str, Any] = {}
+        if "rgb" in model.modalities:
+            changes.update(num_frames=data.num_frames, image_size=(data.image_size, data.image_size))
+        if "spectrogram" in model.modalities:
+            changes["spectrogram_size"] = (data.num_spectrogram_frames, data.num_mel_bins)
+        model = dataclasses.replace(model, **changes)
+    if (model.num_frames != old.num_frames and "n_sampled_frames" not in model_keys
+            and model.temporal_encoding == "temporal_sampling"):
+        if old.n_sampled_frames >= old.num_frames:
+            model = dataclasses.replace(model, n_sampled_frames=model.num_frames)
+        else:
+            warnings.warn(f"model.num_frames {old.num_frames} -> {model.num_frames}: model.n_sampled_frames stays "
+                          f"{model.n_sampled_frames} (the frames the model samples from the clip); set it to change "
+                          "it", stacklevel=4)
+    if set_in_model and not set_in_data:
+        data = data.sized_for(model)
+    return model, data
 
 
 def _rebuild(section: Any, values: dict[str, Any], prefix: str) -> Any:

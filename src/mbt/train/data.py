@@ -56,7 +56,17 @@ def load_split_annotations(cfg: ExperimentConfig, split: str,
     if ds.format == SYNTHETIC:
         return synthetic_annotations(cfg.model, split, ds.synthetic_items, cfg.train.seed)
     if split == "val" and ds.val_fraction > 0:
-        return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[1]
+        training = _training_annotations(cfg)
+        held = hold_out(training, ds.val_fraction, ds.split_seed)[1]
+        if not held.items:
+            n = len({it.video_id for it in training.items})
+            raise ConfigError(
+                f"dataset.val_fraction={ds.val_fraction:g} holds none of the {n} training videos out for "
+                f"validation (a video is held out when a hash of its id falls below the fraction); with so "
+                f"few videos: hold out more (e.g. dataset.val_fraction=0.25), name a validation split "
+                f"(e.g. 'dataset.val=[my_videos/val]'), or train without validation (dataset.val_fraction=0)"
+            )
+        return held
     if split == "train" and (ds.val_fraction > 0 or ds.balanced_subset is not None):
         return hold_out(_training_annotations(cfg), ds.val_fraction, ds.split_seed)[0]
     return _read_split(cfg, split, None if class_names is None else list(class_names))
@@ -209,6 +219,6 @@ def build_dataset(cfg: ExperimentConfig, split: str, annotations: Annotations | 
         return WebDataset(annotations, cfg.data, split, modalities=cfg.model.modalities,  # type: ignore[arg-type]
                           seed=cfg.train.seed, skip_bad=cfg.dataset.skip_bad, read=_read_config(cfg.dataset))
     return AVDataset(
-        annotations, cfg.data, split, modalities=cfg.model.modalities, seed=cfg.train.seed,  # type: ignore[arg-type]
+        annotations, cfg.data, split, modalities=modalities, seed=cfg.train.seed,  # type: ignore[arg-type]
         skip_bad=cfg.dataset.skip_bad,
     )

@@ -263,10 +263,28 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """`confusion_figure` saved to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(matrix, class_names)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+CELL_NUMBERS_UP_TO = 30
+"""Classes up to which each cell of `confusion.png` shows its percentage."""
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str]) -> Any:
     """Row-normalised confusion matrix with the classes sorted by accuracy (best first), so the
     weak classes and their confusions gather at the bottom right; the figure grows with the
     classes (about 8 points a class, at most 40 inches) so every name fits on the axes, in 5-7
-    point type; beyond that the axes give positions (`confusions.csv` names the pairs)."""
+    point type; beyond that the axes give positions (`confusions.csv` names the pairs). Up to
+    `CELL_NUMBERS_UP_TO` classes each cell shows its percentage of the true class; the title
+    wraps to the figure's width."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,7 +295,7 @@ def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path
     order = np.lexsort((np.arange(len(matrix)), -np.diag(norm)))
     norm = norm[order][:, order]
     c = len(matrix)
-    size = min(4 + c * 0.12, 40)
+    size = min(max(5.0, 4 + c * (0.4 if c <= CELL_NUMBERS_UP_TO else 0.12)), 40)
     fig, ax = plt.subplots(figsize=(size, size))
     # a square-root colour scale, so that confusions of a few percent stand out from zero
     image = ax.imshow(norm, cmap="viridis", norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=1),
@@ -287,15 +305,21 @@ def _confusion_figure(matrix: np.ndarray, class_names: Sequence[str], path: Path
         fontsize = min(7.0, points * 0.8)
         ax.set_xticks(range(c), [class_names[k] for k in order], rotation=90, fontsize=fontsize)
         ax.set_yticks(range(c), [class_names[k] for k in order], fontsize=fontsize)
+    if c <= CELL_NUMBERS_UP_TO:
+        for i in range(c):
+            for j in range(c):
+                if support[order[i]]:
+                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="black" if norm[i, j] > 0.5 else "white")
     ax.set_xlabel("predicted class" + ("" if points >= 5 else " (names in confusions.csv)"))
     ax.set_ylabel("true class (sorted by accuracy, best first)")
-    ax.set_title(f"confusion matrix, {c} classes, rows normalised (mean-class accuracy "
-                 f"{np.diag(norm)[support[order] > 0].mean():.1%})")
+    title = (f"confusion matrix, {c} classes, rows normalised"
+             + (" (% of the true class)" if c <= CELL_NUMBERS_UP_TO else "")
+             + f"; mean-class accuracy {np.diag(norm)[support[order] > 0].mean():.1%}")
+    ax.set_title("\n".join(textwrap.wrap(title, max(20, int(size * 72 / 6.5)))), fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def modality_subset_metrics(result: EvalResult, annotations: Any) -> dict[str, dict[str, float]]:

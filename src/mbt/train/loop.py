@@ -17,7 +17,8 @@ Run folder:
     config.yaml          the resolved ExperimentConfig (enough to resume)
     log.txt              the log
     metrics.jsonl        one JSON record per train log line / evaluation
-    tb/                  TensorBoard events (when tensorboard is installed)
+    curves.png           loss, learning rate and validation metrics, redrawn as the run goes
+    tb/                  TensorBoard events (when tensorboard is installed); metrics.csv etc.: train.loggers
     checkpoints/latest.pt the last checkpoint; previous.pt the one before (checksummed, see checkpoint.py);
                          with FSDP they hold the step and random states, and name step-<N>/, the
                          per-process shards of the weights and optimizer state (DCP)
@@ -205,7 +206,7 @@ class Trainer:
         if self.resume:
             self._load()
         self._wrap_model()
-        self.metrics_log = MetricsLog(folder, d.is_main)
+        self.metrics_log = MetricsLog(folder, d.is_main, cfg.train.loggers, cfg.to_dict())
 
     # ------------------------------------------------------------------ setup
     def _open_folder(self, resume: Resume) -> bool:

@@ -6,13 +6,14 @@ damaged)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
-import math
 import os
 import socket
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..models.pretrained import read_config
 from .checkpoint import LATEST, PREVIOUS, load_model_weights, load_resume_checkpoint
 from .distributed import Dist
 from .evaluate import json_safe
+from .loggers import Sink, open_sinks, plot_curves, scalars
 
 log = logging.getLogger("mbt.train")
 
@@ -116,6 +118,7 @@ class RunFolder:
         self.rank_logs = self.root / "logs"
         self.metrics = self.root / "metrics.jsonl"
         self.tensorboard = self.root / "tb"
+        self.curves = self.root / "curves.png"
         self.checkpoints = self.root / "checkpoints"
         self.latest = self.checkpoints / LATEST
         self.best = self.root / "best"
@@ -128,33 +131,48 @@ class RunFolder:
 
 
 class MetricsLog:
-    """Appends records to metrics.jsonl and, when available, TensorBoard (main process only)."""
+    """Appends records to metrics.jsonl, redraws curves.png from it (at every evaluation, and at
+    most once a minute from training records) and passes them to the loggers of
+    `train.loggers` (TensorBoard also unasked when it is installed); main process only."""
 
-    def __init__(self, folder: RunFolder, enabled: bool) -> None:
-        self.path, self.enabled, self.writer = folder.metrics, enabled, None
+    DRAW_EVERY_S = 60.0
+
+    def __init__(self, folder: RunFolder, enabled: bool, loggers: Sequence[str] = (),
+                 config: dict[str, Any] | None = None) -> None:
+        self.path, self.curves, self.enabled = folder.metrics, folder.curves, enabled
+        self.sinks: list[Sink] = []
+        self.drawn = time.monotonic()  # the first picture at the first evaluation, or a minute in
         if not enabled:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder.tensorboard))
-        except ImportError:
-            log.info("tensorboard is not installed; metrics go to %s only", self.path)
+        names = list(loggers)
+        if "tensorboard" not in names and importlib.util.find_spec("tensorboard") is not None:
+            names.append("tensorboard")
+        self.sinks = open_sinks(names, folder.root, folder.tensorboard, config or {})
 
     def write(self, split: str, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps({"split": split, "step": step, **json_safe(values)}) + "\n")
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.writer.add_scalar(f"{split}/{k}", v, step)
-            self.writer.flush()
+        numbers = scalars(values)
+        for sink in self.sinks:
+            sink.write(split, step, numbers)
+        if split != "train" or time.monotonic() - self.drawn >= self.DRAW_EVERY_S:
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw curves.png; a failure is logged, never stops training."""
+        self.drawn = time.monotonic()
+        try:
+            plot_curves(self.path, self.curves)
+        except (OSError, ValueError, RuntimeError) as e:
+            log.warning("could not draw %s: %s", self.curves, e)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.enabled and self.path.exists():
+            self.draw()
+        for sink in self.sinks:
+            sink.close()
 
 
 def setup_logging(folder: RunFolder, d: Dist) -> None:

@@ -16,8 +16,8 @@ __all__ = sorted([*_EXPORTS, "load_pretrained"])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def load_pretrained(directory: str, map_location: Any = "cpu") -> MBT:
+def load_pretrained(directory: str, map_location: Any = "cpu", *, require_checksum: bool = False) -> MBT:
     """The model saved in a `save_pretrained` folder (bit-exact): `MBT.from_pretrained`."""
     from ..models.mbt import MBT
 
-    return MBT.from_pretrained(directory, map_location=map_location)
+    return MBT.from_pretrained(directory, map_location=map_location, require_checksum=require_checksum)
