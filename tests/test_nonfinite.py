@@ -208,3 +208,25 @@ def test_a_nan_training_checkpoint_is_refused_and_the_previous_one_used(tmp_path
         load_checkpoint(tmp_path / "latest.pt")
     state, path = load_resume_checkpoint(tmp_path)
     assert path.name == "previous.pt" and state["step"] == 1
+
+
+def test_foreign_checkpoints_with_integer_or_nan_weights_are_refused_naming_the_key(tmp_path):
+    """`train.init_from` and `mbt convert` read ViT, AST, CAV-MAE and AudioMAE files: an int8
+    (quantised) tensor would be cast into a float parameter and a NaN copied in, both silently."""
+    from mbt.weights.peers import PeerFormatError, read_peer
+    from mbt.weights.vit import ViTFormatError, load_vit_state_dict
+
+    assets = Path(__file__).parent / "assets" / "peer_init"
+    source = torch.load(assets / "ast_orig_s10" / "ast_s10.pth", weights_only=True)
+    key = "module.v.blocks.0.attn.qkv.weight"
+    for damage, message in [(lambda t: t.to(torch.int8), "stored as torch.int8"),
+                            (lambda t: t.index_fill(0, torch.tensor([3]), math.nan), "values are NaN or infinite")]:
+        bad = dict(source, **{key: damage(source[key])})
+        torch.save(bad, tmp_path / "ast.pth")
+        with pytest.raises(PeerFormatError, match=rf"ast.pth: {key}: .*{message}"):
+            read_peer(tmp_path / "ast.pth", num_heads=4, target_length=256)
+        vit = {k.removeprefix("module.v."): v for k, v in bad.items() if k.startswith("module.v.")}
+        save_file({k: v.contiguous() for k, v in vit.items()}, tmp_path / "vit.safetensors")
+        with pytest.raises(ViTFormatError, match=rf"vit.safetensors: blocks.0.attn.qkv.weight: .*{message}"):
+            load_vit_state_dict(tmp_path / "vit.safetensors")
+    read_peer(assets / "ast_orig_s10" / "ast_s10.pth", num_heads=4, target_length=256)  # undamaged: read

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -122,6 +123,22 @@ def load_model(model_class: type[M], directory: str | os.PathLike, map_location:
                          f"{unexpected[:5]})")
     model.weights_verified = expected is not None
     return model.to(map_location).eval()
+
+
+def check_foreign_weights(state: Mapping[str, Any], source: str) -> None:
+    """`ValueError` naming `source` and the key unless every weight tensor of a foreign file (a
+    ViT, AST, CAV-MAE or AudioMAE checkpoint) is floating point and finite: their models hold no
+    integer weights, so an int8 tensor is quantised (its scales are not in the file) and casting
+    it would change every output; a NaN weight makes every output NaN."""
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+            continue  # counters and flags, not weights
+        if not tensor.is_floating_point():
+            raise ValueError(f"{source}: {key}: stored as {tensor.dtype}; weights must be floating point "
+                             "(quantised weights need their scales)")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source}: {key}: {bad} of {tensor.numel()} values are NaN or infinite")
 
 
 def check_weights(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:

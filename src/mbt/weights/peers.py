@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..models.config import MBTConfig
 from ..models.mbt import MBT, inflate_patch_kernel
+from ..models.pretrained import check_foreign_weights
 
 FAMILIES = ("ast", "cav-mae", "audiomae")
 """What `mbt convert` accepts: the families of published checkpoints."""
@@ -210,9 +211,11 @@ def _load_state(path: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(path), {}
+            state = load_file(path)
         except (SafetensorError, OSError) as e:
             raise PeerFormatError(f"{path}: not a readable safetensors file ({e})") from e
+        _check_tensors(state, path)
+        return state, {}
     try:
         with torch.serialization.safe_globals([(_Args, "argparse.Namespace")]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -225,7 +228,15 @@ def _load_state(path: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise PeerFormatError(f"{path}: not a state dict of tensors")
+    _check_tensors(obj, path)
     return dict(obj), extra
+
+
+def _check_tensors(state: Mapping[str, Tensor], path: str) -> None:
+    try:
+        check_foreign_weights(state, path)
+    except ValueError as e:
+        raise PeerFormatError(str(e)) from e
 
 
 class _Keys:

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..models.config import PAPER_VIT
 from ..models.mbt import MBT, inflate_patch_kernel
+from ..models.pretrained import check_foreign_weights
 
 
 class ViTFormatError(ValueError):
@@ -55,6 +56,10 @@ def load_vit_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> dic
             for key in ("state_dict", "model", "module"):
                 if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
                     state = state[key]
+        try:
+            check_foreign_weights(state, path)
+        except ValueError as e:
+            raise ViTFormatError(str(e)) from e
         return _to_timm_names(dict(state), path)
     if os.sep in path or path.endswith((".npz", ".safetensors", ".pth", ".pt", ".bin")):
         raise FileNotFoundError(f"{path}: no such ViT checkpoint file")
