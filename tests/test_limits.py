@@ -224,6 +224,20 @@ def test_a_fifo_is_not_a_regular_file_and_is_never_opened(model_dir, tmp_path, c
     assert np.isfinite(_tone()).all()
 
 
+def test_a_fifo_in_a_class_folder_is_a_bad_row_not_an_item(tmp_path):
+    """A folder data set: a FIFO named like media is a bad row naming it (counted with skip_bad),
+    never an item whose decoding would block."""
+    for name in ("dog", "rain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.mp4").write_bytes(b"")  # regular (content is the decoder's business)
+    os.mkfifo(tmp_path / "dog" / "pipe.mp4")
+    with pytest.raises(AnnotationError, match=r"pipe\.mp4.*not a regular file \(a FIFO"):
+        load_annotations("folder", [tmp_path])
+    ann = load_annotations("folder", [tmp_path], skip_bad=True)
+    assert sorted(Path(i.path).name for i in ann.items) == ["a.mp4", "a.mp4"]
+    assert len(ann.problems) == 1 and "pipe.mp4" in str(ann.problems[0])
+
+
 def test_timeline_windows_and_embedding_batches_are_bounded(model_dir, tmp_path):
     from mbt.data.annotations import Annotations, Item
     from mbt.embed_dataset import embed_dataset

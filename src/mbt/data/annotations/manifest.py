@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...io import not_a_file
 from .base import (
     AnnotationError,
     Annotations,
@@ -56,6 +57,10 @@ def parse_folder(root: PathLike, *, classes: PathLike | Sequence[str] | None = N
                 if fname.startswith(".") or not ext_ok(fname, ext):
                     continue
                 path = Path(dirpath) / fname
+                problem = not_a_file(path)  # a FIFO or device named like media: opening it would block
+                if problem:
+                    rows.bad(path, 0, problem)
+                    continue
                 rel = path.relative_to(root).as_posix()
                 items.append(
                     Item(str(path), (k,), video_id=os.path.splitext(rel)[0], source=str(root), found=True)
