@@ -44,14 +44,15 @@ def test_an_option_the_format_does_not_take_is_refused_by_name(tmp_path):
 
 def test_the_command_line_and_the_config_offer_the_registered_formats():
     assert tuple(ANNOTATION_FORMATS) == FORMATS
-    assert set(NAMED_CLASS_FORMATS) == {n for n, f in ANNOTATION_FORMATS.items() if f.named_classes}
-    assert set(FORMATS) < set(DATASET_FORMATS) and {"shards", "synthetic"} < set(DATASET_FORMATS)
+    # webdataset tars name their classes in dataset.classes too
+    assert set(NAMED_CLASS_FORMATS) == {n for n, f in ANNOTATION_FORMATS.items() if f.named_classes} | {"webdataset"}
+    assert set(FORMATS) < set(DATASET_FORMATS) and {"shards", "webdataset", "synthetic"} < set(DATASET_FORMATS)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         main(["data", "summary", "--help"])
     text = "".join(out.getvalue().split())  # argparse wraps lines (at hyphens too)
     for fmt in ANNOTATION_FORMATS.values():
         assert "".join(f"{fmt.name}: {fmt.doc}".split()) in text
-    with pytest.raises(ConfigError, match=r"format: expected one of \[.*'moments-in-time', 'shards', 'synthetic'\], "
+    with pytest.raises(ConfigError, match=r"format: expected one of \[.*'moments-in-time', 'shards', 'webdataset', 'synthetic'\], "
                                           r"got 'youtube8m'"):
         DatasetConfig(format="youtube8m")
