@@ -53,6 +53,6 @@ def test_the_command_line_and_the_config_offer_the_registered_formats():
     text = "".join(out.getvalue().split())  # argparse wraps lines (at hyphens too)
     for fmt in ANNOTATION_FORMATS.values():
         assert "".join(f"{fmt.name}: {fmt.doc}".split()) in text
-    with pytest.raises(ConfigError, match=r"format: expected one of \[.*'moments-in-time', 'shards', 'webdataset', 'synthetic'\], "
-                                          r"got 'youtube8m'"):
+    with pytest.raises(ConfigError, match=r"format: expected one of \[.*'moments-in-time', 'shards', 'webdataset', "
+                                          r"'synthetic'\], got 'youtube8m'"):
         DatasetConfig(format="youtube8m")
