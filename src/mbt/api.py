@@ -182,13 +182,14 @@ def evaluate(target: str | os.PathLike, *, split: str = "test", data: str | Sequ
 
 
 # ---------------------------------------------------------------------------------- files
-def predict(videos: str | os.PathLike | Sequence[str | os.PathLike], model: str | os.PathLike, *, topk: int = 5,
-            clips: int | None = None, device: str = "cpu", modalities: str | Sequence[str] | None = None,
+def predict(videos: str | os.PathLike | Sequence[str | os.PathLike], model: str | os.PathLike, *,
+            topk: int | None = None, clips: int | None = None, device: str = "cpu", modalities: str | Sequence[str] | None = None,
             video_stream: int | None = None, audio_stream: int | None = None) -> list[Prediction]:
     """`mbt predict`: the top classes of each media file (clip-averaged) with a model folder or a
     run folder; `clips` per file (default: enough to cover it), `modalities` a subset of the
-    model's towers."""
+    model's towers; `topk` 1 to the model's classes (default 5, or all when fewer)."""
     predictor = _predictor(model, device, modalities, video_stream, audio_stream)
+    topk = predictor.topk(topk)  # checked once, before any file
     return [predictor.predict(p, topk, clips) for p in _paths(videos)]
 
 
@@ -203,13 +204,15 @@ def _predictor(model: str | os.PathLike, device: str, modalities: str | Sequence
 
 
 def timeline(video: str | os.PathLike, model: str | os.PathLike, *, out: str | os.PathLike | None = None,
-             window: float | None = None, hop: float | None = None, topk: int = 3, device: str = "cpu",
+             window: float | None = None, hop: float | None = None, topk: int | None = None, device: str = "cpu",
              modalities: str | Sequence[str] | None = None, progress: bool = False) -> Any:
     """`mbt predict --timeline OUT`: per-window predictions over a file of any length (a
     `mbt.timeline.Timeline`); with `out`, also timeline.csv/.json/.png there."""
     from .timeline import timeline as run, write_timeline
 
-    tl = run(_predictor(model, device, modalities), os.fspath(video), window, hop, progress=progress)
+    predictor = _predictor(model, device, modalities)
+    topk = predictor.topk(topk)
+    tl = run(predictor, os.fspath(video), window, hop, progress=progress)
     if out is not None:
         write_timeline(tl, out, topk=topk)
     return tl
