@@ -183,7 +183,8 @@ def evaluate(target: str | os.PathLike, *, split: str = "test", data: str | Sequ
 
 # ---------------------------------------------------------------------------------- files
 def predict(videos: str | os.PathLike | Sequence[str | os.PathLike], model: str | os.PathLike, *,
-            topk: int | None = None, clips: int | None = None, device: str = "cpu", modalities: str | Sequence[str] | None = None,
+            topk: int | None = None, clips: int | None = None, device: str = "cpu",
+            modalities: str | Sequence[str] | None = None,
             video_stream: int | None = None, audio_stream: int | None = None) -> list[Prediction]:
     """`mbt predict`: the top classes of each media file (clip-averaged) with a model folder or a
     run folder; `clips` per file (default: enough to cover it), `modalities` a subset of the
