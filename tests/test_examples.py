@@ -1,5 +1,6 @@
 """examples/ works as written: the own-videos script runs end to end on generated videos (split,
-summary, train, eval, predict, export), and every `mbt` command of every example parses with
+summary, train, eval, predict, export), the fine-tuning script continues from its run on new
+classes, and every `mbt` command of every example parses with
 a config that resolves."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,8 @@ def _commands(script: Path) -> list[list[str]]:
     """The `mbt` calls of a shell script, shell variables replaced by sample values."""
     text = script.read_text().replace("\\\n", " ")
     values = {"$run": "runs/x", "$videos": "videos", "$base": "runs/base", "${EPOCHS:-10}": "10",
-              "${EPOCHS:-5}": "5", "$here": "examples", "$nproc": "2", '"${nodes[@]}"': "--standalone",
+              "${EPOCHS:-5}": "5", "${VAL_FRACTION:-0.2}": "0.2", "${BATCH_SIZE:-8}": "8",
+              "$here": "examples", "$nproc": "2", '"${nodes[@]}"': "--standalone",
               "$NNODES": "2", "$NODE_RANK": "0", "$MASTER": "host0", "${PRESET:-audioset-mini}": "audioset-mini",
               "${RUN_DIR:-runs/my-videos-ddp}": "runs/ddp", '"$@"': ""}
     found = []
@@ -87,6 +90,21 @@ def test_own_videos_example_runs(tmp_path):
     assert report["num_videos"] == len(list((tmp_path / "my_videos" / "test").glob("*/*")))
     assert (run / "model.onnx").stat().st_size > 10_000
     assert done.stdout.count("[1 clip(s), spectrogram+rgb]") == report["num_videos"]  # one prediction per video
+
+    # examples/fine_tune: the trained run on new classes (two of the three), as written
+    for name in ("dog", "rain"):  # every video of the two classes for training (0.2 held out), the test split's to test
+        shutil.copytree(tmp_path / "all_videos" / name, tmp_path / "new_videos" / "train" / name)
+        shutil.copytree(tmp_path / "my_videos" / "test" / name, tmp_path / "new_videos" / "test" / name)
+    done = subprocess.run(["bash", str(EXAMPLES / "fine_tune" / "run.sh"), "runs/my-videos", "new_videos"],
+                          cwd=tmp_path, env={**env, "VAL_FRACTION": "0.5", "BATCH_SIZE": "4"}, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    tuned = tmp_path / "runs" / "fine-tuned"
+    log = (tuned / "log.txt").read_text()
+    assert "initialised from runs/my-videos" in log and "'head': 're-initialised" in log
+    assert json.loads((tuned / "final" / "config.json").read_text())["model"]["num_classes"] == 2
+    assert json.loads(next((tuned / "eval").glob("test-*/metrics.json")).read_text())["num_videos"] == len(
+        list((tmp_path / "new_videos" / "test").glob("*/*")))
 
 
 @pytest.mark.slow
