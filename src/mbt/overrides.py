@@ -78,8 +78,8 @@ def _construct_int(loader: ConfigLoader, node: yaml.ScalarNode) -> int:
 def _construct_tuple(loader: ConfigLoader, node: yaml.ScalarNode) -> list[Any]:
     text = loader.construct_scalar(node)
     try:
-        return yaml.load(f"[{text[1:-1]}]", Loader=ConfigLoader)  # a SafeLoader
-    except yaml.YAMLError as e:
+        return load_yaml(f"[{text[1:-1]}]", "tuple", ConfigLoader)
+    except ValueError as e:
         raise yaml.constructor.ConstructorError(None, None, f"{text!r}: not a tuple of values", node.start_mark) from e
 
 
