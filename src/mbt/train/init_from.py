@@ -8,8 +8,10 @@
 
 An mbt source loads tensor by tensor into the model being trained. Every tensor the model has
 must come from the source with the same shape, except: the classifier (`head.*`), re-initialised
-when the label space differs (class count, heads or names); and parts the source lacks outside
-the towers and their embeddings (bottleneck tokens, a head norm), kept as initialised. The report
+when the label space differs (class count, heads or names); position embeddings, resized to
+another token grid (clip length, frames, crop) by the ViT initialisation's rule; and parts the
+source lacks outside the towers and their embeddings (bottleneck tokens, a head norm), kept as
+initialised. The report
 says what was loaded, what was re-initialised or kept, and which model and data settings differ
 from the source's, so a fine-tune on a new label set is one line in the log.
 """
@@ -21,12 +23,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.config import DataConfig, load_data_config
 from ..models.config import MBTConfig
 from ..models.mbt import MBT
 from ..models.pretrained import CONFIG_NAME, read_config
+from ..weights.vit import init_from_vit, resize_grid
 
 ENCODER_PREFIXES = ("towers.", "embeddings.", "pos_embed.", "cls_tokens.", "dist_token")
 """State-dict keys of the towers and their inputs: a source must have every one the model has."""
@@ -61,8 +66,6 @@ def init_from(model: MBT, source: str | os.PathLike, data: DataConfig | None = N
     if not path.exists() and (os.sep in text or path.suffix):
         raise FileNotFoundError(f"{text}: no such file or folder (train.init_from takes an mbt model folder, a run "
                                 "folder, a ViT checkpoint file or a timm model name)")
-    from ..weights.vit import init_from_vit
-
     return {"source": f"ImageNet ViT {text}", **init_from_vit(model, text)}
 
 
@@ -101,12 +104,18 @@ def load_mbt_state(model: MBT, state: dict[str, Tensor], source_config: MBTConfi
     if missing:
         raise InitError(f"{where}: has no {_summary(missing)}, which the model needs"
                         + (f" (the configs differ in {sorted(config_diff)})" if config_diff else ""))
-    chosen, fresh = {}, []
+    chosen, fresh, positions = {}, [], {}
     for key, value in target.items():
         if key.startswith(HEAD_PREFIX) and not same_labels:
             continue
         if key not in state:
             fresh.append(key)
+            continue
+        resized = _resized_positions(key, state[key], value, source_config, cfg)
+        if resized is not None:
+            m = key.split(".", 1)[1]
+            chosen[key] = resized
+            positions[m] = [list(source_config.patch_grid(m)), list(cfg.patch_grid(m))]
             continue
         if state[key].shape != value.shape:
             raise InitError(f"{where}: {key} has shape {list(state[key].shape)}, the model needs {list(value.shape)}"
@@ -119,6 +128,8 @@ def load_mbt_state(model: MBT, state: dict[str, Tensor], source_config: MBTConfi
         "kept_as_initialised": _summary(fresh) if fresh else "nothing",
         "unused_from_source": _summary([k for k in state if k not in target]) or "nothing",
     }
+    if positions:
+        report["positions_resized"] = positions  # {modality: [source grid, model grid]}
     if config_diff:
         report["model_differs"] = config_diff
     if source_data is not None and data is not None:
@@ -126,6 +137,30 @@ def load_mbt_state(model: MBT, state: dict[str, Tensor], source_config: MBTConfi
         if data_diff:
             report["data_differs"] = data_diff
     return report
+
+
+def _resized_positions(key: str, source: Tensor, target: Tensor, source_config: MBTConfig,
+                       cfg: MBTConfig) -> Tensor | None:
+    """A modality's position embedding for another token grid (other clip length, frame count or
+    crop), by mbt's ViT rule: prefix rows kept, the (time) x (height x width) grid resized
+    linearly in time and bilinearly in space with aligned corners. None when `key` is no position
+    table, already fits, or the prefix tokens or widths differ (then the shapes are refused)."""
+    if not key.startswith("pos_embed.") or source.shape == target.shape:
+        return None
+    m = key.split(".", 1)[1]
+    prefix = cfg.num_prefix_tokens(m)
+    (t0, h0, w0), (t1, h1, w1) = source_config.patch_grid(m), cfg.patch_grid(m)
+    if (m not in source_config.modalities or source_config.num_prefix_tokens(m) != prefix
+            or source.shape[-1] != target.shape[-1] or source.shape[1] != prefix + t0 * h0 * w0
+            or target.shape[1] != prefix + t1 * h1 * w1):
+        return None
+    d = source.shape[-1]
+    grid = source[0, prefix:].reshape(t0, h0, w0, d)
+    if t0 != t1:
+        by_time = grid.reshape(t0, h0 * w0 * d).T.unsqueeze(0).float()  # [1, h*w*D, t]
+        grid = F.interpolate(by_time, size=t1, mode="linear", align_corners=True)[0].T.reshape(t1, h0, w0, d)
+    grid = torch.stack([resize_grid(frame, (h1, w1)) for frame in grid]).reshape(1, t1 * h1 * w1, d)
+    return torch.cat([source[:, :prefix].float(), grid], dim=1).to(target.dtype)
 
 
 def _same_label_space(source: MBTConfig, cfg: MBTConfig) -> tuple[bool, str]:
