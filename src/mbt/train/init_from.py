@@ -11,9 +11,9 @@ must come from the source with the same shape, except: the classifier (`head.*`)
 when the label space differs (class count, heads or names); position embeddings, resized to
 another token grid (clip length, frames, crop) by the ViT initialisation's rule; and parts the
 source lacks outside the towers and their embeddings (bottleneck tokens, a head norm), kept as
-initialised. The report
-says what was loaded, what was re-initialised or kept, and which model and data settings differ
-from the source's, so a fine-tune on a new label set is one line in the log.
+initialised. The report says what was loaded, what was re-initialised or kept, and which model
+and data settings differ from the source's, so a fine-tune on a new label set is one line in
+the log.
 """
 
 from __future__ import annotations
@@ -55,13 +55,11 @@ def init_from(model: MBT, source: str | os.PathLike, data: DataConfig | None = N
     path = Path(text)
     if (path / "config.yaml").is_file():
         return _from_run_folder(model, path, data)
-    if (path / CONFIG_NAME).is_file():
-        read_config(path)  # refuses a config.json that is not mbt's, naming it
-        source_model = MBT.from_pretrained(str(path))
-        return {"source": f"mbt model folder {path}",
-                **load_mbt_state(model, source_model.state_dict(), source_model.config, str(path),
-                                 _saved_data(path), data)}
+    if _is_mbt_model_folder(path):
+        return {"source": f"mbt model folder {path}", **_from_model_folder(model, path, data)}
     if path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            read_config(path)  # refuses a config.json that is not mbt's, naming it
         raise InitError(f"{path}: neither an mbt model folder (no {CONFIG_NAME}) nor a run folder (no config.yaml)")
     if not path.exists() and (os.sep in text or path.suffix):
         raise FileNotFoundError(f"{text}: no such file or folder (train.init_from takes an mbt model folder, a run "
@@ -69,18 +67,26 @@ def init_from(model: MBT, source: str | os.PathLike, data: DataConfig | None = N
     return {"source": f"ImageNet ViT {text}", **init_from_vit(model, text)}
 
 
-def _saved_data(path: Path) -> DataConfig | None:
-    return load_data_config(path) if read_config(path).get("data") else None
+def _is_mbt_model_folder(path: Path) -> bool:
+    try:
+        read_config(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _from_model_folder(model: MBT, folder: Path, data: DataConfig | None) -> dict[str, Any]:
+    """A `save_pretrained` folder, its weights verified against their checksum."""
+    source = MBT.from_pretrained(str(folder))
+    saved = load_data_config(folder) if read_config(folder).get("data") else None
+    return load_mbt_state(model, source.state_dict(), source.config, str(folder), saved, data)
 
 
 def _from_run_folder(model: MBT, run: Path, data: DataConfig | None) -> dict[str, Any]:
     """The run's best, else final, model; else its newest verified training checkpoint."""
     for which in ("best", "final"):
         if (run / which / CONFIG_NAME).is_file():
-            source = MBT.from_pretrained(str(run / which))
-            return {"source": f"run folder {run} ({which} weights)",
-                    **load_mbt_state(model, source.state_dict(), source.config, str(run / which),
-                                     _saved_data(run / which), data)}
+            return {"source": f"run folder {run} ({which} weights)", **_from_model_folder(model, run / which, data)}
     from .checkpoint import LATEST, PREVIOUS, load_resume_checkpoint
     from .config import ExperimentConfig
 
