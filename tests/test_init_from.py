@@ -145,3 +145,24 @@ def test_a_source_of_another_architecture_is_refused_naming_the_tensor(run):
     report = init_from(video_only, run / "final")  # one tower of a two-tower model
     assert report["unused_from_source"].startswith("bottleneck, embeddings.spectrogram (2 tensors)")
     assert report["model_differs"]["modalities"] == [["spectrogram", "rgb"], ["rgb"]]
+
+
+def test_positions_follow_another_clip_length_and_frame_count(run):
+    """A longer spectrogram and twice the frames: the position grids are resized (corners kept,
+    prefix rows as they were), everything else loads as is."""
+    source = MBT.from_pretrained(str(run / "final"))
+    longer = source.config.replace(spectrogram_size=(48, 16), num_frames=4, n_sampled_frames=4)
+    model = MBT(longer)
+    report = init_from(model, run / "final")
+    assert report["positions_resized"] == {"spectrogram": [[1, 4, 2], [1, 6, 2]], "rgb": [[2, 2, 2], [4, 2, 2]]}
+    assert report["kept_as_initialised"] == "nothing" and report["head"] == "loaded"
+    old, new = source.pos_embed["spectrogram"][0], model.pos_embed["spectrogram"][0]
+    assert new.shape == (1 + 12, 32)
+    torch.testing.assert_close(new[0], old[0])  # the cls position
+    torch.testing.assert_close(new[1:3], old[1:3])  # first time row
+    torch.testing.assert_close(new[-2:], old[-2:])  # last time row
+    torch.testing.assert_close(new[3:5], (old[1:3] * 2 + old[3:5] * 3) / 5)  # new row 1 sits at old row 0.6
+    old, new = source.pos_embed["rgb"][0], model.pos_embed["rgb"][0]
+    torch.testing.assert_close(new[1:5], old[1:5])  # frame 0
+    torch.testing.assert_close(new[-4:], old[-4:])  # last frame
+    torch.testing.assert_close(new[5:9], (old[1:5] * 2 + old[5:9]) / 3)  # new frame 1 sits at old frame 1/3
