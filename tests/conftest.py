@@ -33,6 +33,24 @@ def tiny_inputs(cfg: mbt.MBTConfig, batch: int = 2, seed: int = 0) -> dict[str, 
     return out
 
 
+def tamper_weights(folder, change) -> None:
+    """Change a saved model's weights (`change(state)` in place) and give them a valid checksum, as a
+    deliberate edit would: what the weight checks must catch is then not damage."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    state = load_file(folder / "model.safetensors")
+    change(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter (zero heads and cls tokens included) random values, so that
     tests exercise all of them."""

@@ -4,7 +4,6 @@ fields, int8 weights and unverified weights; FIFOs given as inputs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import mbt
 from mbt.cli import main
@@ -26,7 +24,7 @@ from mbt.io import MAX_YAML_NODES, load_yaml
 from mbt.models.config import ConfigError, MBTConfig
 from mbt.train.config import ExperimentConfig
 
-from .conftest import randomize
+from .conftest import randomize, tamper_weights
 from .test_nonfinite import _tone, float_wav
 
 
@@ -153,19 +151,10 @@ def test_an_error_quoting_a_huge_value_stays_short(tmp_path):
 
 
 # ---------------------------------------------------------------------- weights
-def _tamper(folder: Path, change) -> None:
-    state = load_file(folder / "model.safetensors")
-    change(state)
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    config = json.loads((folder / "config.json").read_text())
-    config["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-    (folder / "config.json").write_text(json.dumps(config))
-
-
 def test_an_int8_tensor_is_not_cast_into_a_float_parameter(model_dir, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
-    _tamper(folder, lambda s: s.update({"head.weight": (s["head.weight"] * 100).to(torch.int8)}))
+    tamper_weights(folder, lambda s: s.update({"head.weight": (s["head.weight"] * 100).to(torch.int8)}))
     with pytest.raises(ValueError, match=r"model\.safetensors: head\.weight: stored as torch\.int8, but the "
                                          r"parameter is torch\.float32"):
         mbt.MBT.from_pretrained(folder)
@@ -174,7 +163,7 @@ def test_an_int8_tensor_is_not_cast_into_a_float_parameter(model_dir, tmp_path):
 def test_half_precision_weights_still_load_into_float_parameters(model_dir, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
-    _tamper(folder, lambda s: s.update({k: v.to(torch.bfloat16) for k, v in s.items() if v.is_floating_point()}))
+    tamper_weights(folder, lambda s: s.update({k: v.to(torch.bfloat16) for k, v in s.items() if v.is_floating_point()}))
     model = mbt.MBT.from_pretrained(folder)
     assert model.head.weight.dtype == torch.float32
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import mbt
 from mbt.cli import main
@@ -24,7 +24,7 @@ from mbt.demo.synth import CLASSES
 from mbt.train.evaluate import evaluate
 from mbt.train.synthetic import SyntheticAVDataset
 
-from .conftest import randomize
+from .conftest import randomize, tamper_weights
 from .tiny_experiment import tiny_config
 
 
@@ -176,24 +176,12 @@ def test_a_non_finite_training_loss_names_the_files_of_its_batch(tmp_path):
     assert "/media/clip3.wav" in str(e.value) and "content" in str(e.value)
 
 
-def _tamper(folder: Path, change) -> None:
-    """Change the weights and give them a valid checksum, as a deliberate edit would."""
-    import hashlib
-
-    state = load_file(folder / "model.safetensors")
-    change(state)
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    config = json.loads((folder / "config.json").read_text())
-    config["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-    (folder / "config.json").write_text(json.dumps(config))
-
-
 def test_all_nan_weights_with_a_valid_checksum_are_refused_naming_the_key(model_dir, tmp_path):
     import shutil
 
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
-    _tamper(folder, lambda s: s.update({"head.weight": torch.full_like(s["head.weight"], float("nan"))}))
+    tamper_weights(folder, lambda s: s.update({"head.weight": torch.full_like(s["head.weight"], float("nan"))}))
     with pytest.raises(ValueError, match=r"model\.safetensors: head\.weight: \d+ of \d+ values are NaN or infinite"):
         mbt.MBT.from_pretrained(folder)
 
